@@ -1,0 +1,1 @@
+"""Alembic migrations of the history schema (``executioner db upgrade``; SQLite migrates itself)."""

@@ -1,0 +1,340 @@
+"""The ``executioner`` command: parse, call one library function, render. Nothing else lives here."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from contextlib import contextmanager
+
+import click
+
+from orchestrator.cli import render
+from orchestrator.cli.legacy import LEGACY_OPTIONS, legacy_dispatch
+from orchestrator.errors import FencedError, LockedError, UserError
+
+
+class _Cli(click.Group):
+    """Maps the errors a user can cause to one clear line on stderr and SPEC's exit codes."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (UserError, LockedError) as exc:
+            for text in exc.lines():
+                click.echo(f"executioner: {text}", err=True)
+            ctx.exit(exc.exit_code)
+        except FencedError as exc:
+            click.echo(f"executioner: stopped: {exc}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("executioner: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as exc:
+            if os.environ.get("EXECUTIONER_DEBUG"):
+                raise
+            click.echo(
+                f"executioner: internal error: {type(exc).__name__}: {exc} "
+                "(set EXECUTIONER_DEBUG=1 for the traceback)",
+                err=True,
+            )
+            ctx.exit(1)
+
+
+def _settings(ctx: click.Context):
+    return ctx.find_root().obj["settings"]
+
+
+@contextmanager
+def _context(ctx: click.Context):
+    from orchestrator.context import Context
+
+    c = Context(_settings(ctx))
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def _json_option(f):
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")(f)
+
+
+@click.group(cls=_Cli, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", type=click.Path(file_okay=False), help="State directory [env EXECUTIONER_HOME].")
+@click.option("--database-url", help="SQLAlchemy URL of the history [env EXECUTIONER_DATABASE_URL].")
+@click.option("--broker-url", help="Celery broker; makes celery the default [env EXECUTIONER_BROKER_URL].")
+@click.option("--result-backend", help="Celery result backend [env EXECUTIONER_RESULT_BACKEND].")
+@click.option("--lock-urls", help="Comma-separated Redis URLs for Redlock [env EXECUTIONER_LOCK_URLS].")
+@LEGACY_OPTIONS
+@click.pass_context
+def cli(ctx: click.Context, home, database_url, broker_url, result_backend, lock_urls, **legacy) -> None:
+    """Executioner: run DAGs of shell jobs, resume failed runs safely, audit every attempt."""
+    from orchestrator.settings import Settings
+
+    ctx.ensure_object(dict)
+    ctx.obj["settings"] = Settings.from_env(
+        home=home,
+        database_url=database_url,
+        broker_url=broker_url,
+        result_backend=result_backend,
+        lock_urls=lock_urls,
+    )
+    if ctx.invoked_subcommand is None:
+        legacy_dispatch(ctx, legacy)
+
+
+def _reporter(as_json: bool):
+    from orchestrator.cli.progress import PlainReporter, RichReporter
+    from orchestrator.reporting import NullReporter
+
+    if as_json:
+        return NullReporter()
+    return RichReporter() if render.is_tty() else PlainReporter()
+
+
+def _cancel_on_signals(coordinator) -> None:
+    """Ctrl-C and SIGTERM cancel the attempt: running jobs are killed and recorded CANCELLED."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: coordinator.request_cancel(signal.Signals(signum).name))
+
+
+def _finish_attempt(result, as_json: bool) -> None:
+    from orchestrator.launch import DryRun, NothingToDo
+
+    if isinstance(result, DryRun):
+        render.dry_run(result, as_json=as_json)
+        sys.exit(0 if result.valid else 2)
+    if isinstance(result, NothingToDo):
+        render.nothing_to_do(result, as_json=as_json)
+        sys.exit(0)
+    render.outcome(result, as_json=as_json)
+    sys.exit(result.exit_code)
+
+
+def _trigger_reason() -> str:
+    return " ".join(["executioner", *sys.argv[1:]])[:500]
+
+
+@cli.command()
+@click.argument("workflow", type=click.Path(dir_okay=False))
+@click.option("--from-job", "from_jobs", multiple=True, help="Run this job and its descendants (repeatable).")
+@click.option(
+    "--executor", type=click.Choice(["local", "celery"]), help="Default: celery if a broker is set."
+)
+@click.option("--max-parallel", type=click.IntRange(min=1), help="Jobs in flight at once (local: CPU count).")
+@click.option("--dry-run", is_flag=True, help="Show the plan and the verdict; write nothing.")
+@_json_option
+@click.pass_context
+def run(ctx, workflow, from_jobs, executor, max_parallel, dry_run, as_json) -> None:
+    """Start a new run of WORKFLOW (attempt 1)."""
+    from orchestrator.launch import RunRequest, start_run
+
+    request = RunRequest(
+        workflow, tuple(from_jobs), executor, max_parallel, dry_run, trigger_reason=_trigger_reason()
+    )
+    with _context(ctx) as c:
+        result = start_run(c, request, _reporter(as_json or dry_run), _cancel_on_signals)
+    _finish_attempt(result, as_json)
+
+
+@cli.command()
+@click.argument("run_id", type=int)
+@click.option(
+    "-c",
+    "--config",
+    "workflow",
+    type=click.Path(dir_okay=False),
+    help="Workflow file (default: the one stored with the last attempt).",
+)
+@click.option("--failed-only", is_flag=True, help="Re-run only FAILED/ERROR/TIMEOUT jobs.")
+@click.option("--force", is_flag=True, help="Allow every workflow change.")
+@click.option("--rerun-changed", is_flag=True, help="Re-run jobs whose definition changed, and descendants.")
+@click.option("--from-job", "from_jobs", multiple=True, help="Roll this job and its descendants back first.")
+@click.option("--executor", type=click.Choice(["local", "celery"]))
+@click.option("--max-parallel", type=click.IntRange(min=1))
+@click.option("--dry-run", is_flag=True, help="Show the plan, the changes and the verdict; write nothing.")
+@_json_option
+@click.pass_context
+def resume(
+    ctx,
+    run_id,
+    workflow,
+    failed_only,
+    force,
+    rerun_changed,
+    from_jobs,
+    executor,
+    max_parallel,
+    dry_run,
+    as_json,
+) -> None:
+    """Resume RUN_ID as its next attempt: re-run what is not effectively SUCCESS."""
+    from orchestrator.launch import ResumeRequest, resume_run
+
+    request = ResumeRequest(
+        run_id,
+        workflow,
+        failed_only,
+        force,
+        rerun_changed,
+        tuple(from_jobs),
+        executor,
+        max_parallel,
+        dry_run,
+        trigger_reason=_trigger_reason(),
+    )
+    with _context(ctx) as c:
+        result = resume_run(c, request, _reporter(as_json or dry_run), _cancel_on_signals)
+    _finish_attempt(result, as_json)
+
+
+@cli.command("mark-success")
+@click.argument("run_id", type=int)
+@click.argument("jobs", nargs=-1, required=True)
+@click.option("--with-upstream", is_flag=True, help="Mark unsatisfied ancestors SUCCESS too.")
+@click.option("--force", is_flag=True, help="Mark even if ancestors are not SUCCESS.")
+@_json_option
+@click.pass_context
+def mark_success(ctx, run_id, jobs, with_upstream, force, as_json) -> None:
+    """Set the effective state of JOBS to SUCCESS (audited; no attempt)."""
+    from orchestrator import manual
+
+    with _context(ctx) as c:
+        result = manual.mark_success(c, run_id, list(jobs), with_upstream=with_upstream, force=force)
+    render.manual(result, as_json=as_json)
+
+
+@cli.command()
+@click.argument("run_id", type=int)
+@click.argument("job")
+@_json_option
+@click.pass_context
+def rollback(ctx, run_id, job, as_json) -> None:
+    """Put JOB and all its descendants back to PENDING (audited; no attempt)."""
+    from orchestrator import manual
+
+    with _context(ctx) as c:
+        result = manual.rollback(c, run_id, job)
+    render.manual(result, as_json=as_json)
+
+
+@cli.command()
+@click.argument("run_id", type=int)
+@_json_option
+@click.pass_context
+def status(ctx, run_id, as_json) -> None:
+    """Attempts, effective job states, and the plan a resume would follow."""
+    from orchestrator.inspection import run_status
+
+    with _context(ctx) as c:
+        render.status(run_status(c, run_id), as_json=as_json)
+
+
+@cli.command()
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@_json_option
+@click.pass_context
+def runs(ctx, limit, as_json) -> None:
+    """Recent runs, newest first."""
+    from orchestrator.inspection import runs_list
+
+    with _context(ctx) as c:
+        render.runs(runs_list(c, limit), as_json=as_json)
+
+
+@cli.command()
+@click.argument("run_id", type=int)
+@click.option("--job", "job_id", help="Only this job.")
+@_json_option
+@click.pass_context
+def history(ctx, run_id, job_id, as_json) -> None:
+    """Every job of every attempt, with every try and its exit code."""
+    from orchestrator.inspection import run_history
+
+    with _context(ctx) as c:
+        render.history(run_history(c, run_id, job_id), as_json=as_json)
+
+
+@cli.command()
+@click.argument("run_id", type=int)
+@click.argument("job")
+@click.option("--attempt", type=int, help="Attempt (default: the latest one that ran JOB).")
+@click.pass_context
+def logs(ctx, run_id, job, attempt) -> None:
+    """The stored output (last 64 KiB of stdout and stderr) of each try of JOB."""
+    from orchestrator.inspection import job_logs
+
+    with _context(ctx) as c:
+        render.logs(job_logs(c, run_id, job, attempt))
+
+
+@cli.command()
+@click.argument("workflow", type=click.Path(dir_okay=False))
+@_json_option
+def validate(workflow, as_json) -> None:
+    """Check WORKFLOW against every rule; exit 2 listing each problem."""
+    from orchestrator.errors import WorkflowError
+    from orchestrator.loader import load_workflow
+
+    try:
+        wf = load_workflow(workflow)
+    except WorkflowError as exc:
+        if not as_json:
+            raise
+        render.emit_json(
+            {"valid": False, "errors": exc.lines(), "problems": [p.as_dict() for p in exc.problems]}
+        )
+        sys.exit(2)
+    if as_json:
+        render.emit_json(
+            {
+                "valid": True,
+                "errors": [],
+                "application_name": wf.application_name,
+                "jobs": len(wf),
+                "config_hash": wf.config_hash,
+            }
+        )
+    else:
+        render.line(f"{workflow}: valid: {wf.application_name}, {len(wf)} jobs, hash {wf.config_hash[:12]}")
+
+
+@cli.command()
+@click.argument("workflow", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["dot", "mermaid"]), default="dot", show_default=True)
+def graph(workflow, fmt) -> None:
+    """Draw WORKFLOW's DAG as Graphviz dot or Mermaid."""
+    from orchestrator.drawing import to_dot, to_mermaid
+    from orchestrator.loader import load_workflow
+
+    wf = load_workflow(workflow)
+    render.line(to_dot(wf) if fmt == "dot" else to_mermaid(wf))
+
+
+@cli.group()
+def db() -> None:
+    """Database maintenance."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx) -> None:
+    """Apply the migrations this database has not had yet (any SQLAlchemy URL)."""
+    from orchestrator.db.engine import make_engine, upgrade
+
+    settings = _settings(ctx)
+    engine = make_engine(settings.database_url)
+    try:
+        before, after = upgrade(engine)
+    finally:
+        engine.dispose()
+    url = engine.url.render_as_string(hide_password=True)
+    if before == after:
+        render.line(f"{url}: already at revision {after}")
+    else:
+        render.line(f"{url}: upgraded from {before or 'empty'} to {after}")
+
+
+def main() -> None:
+    cli(prog_name="executioner")

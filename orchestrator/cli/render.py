@@ -1,0 +1,214 @@
+"""Rendering for people (rich tables on a terminal, aligned plain text otherwise) and machines (JSON)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+
+def is_tty() -> bool:
+    return sys.stdout.isatty()
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, default=str))
+
+
+def line(text: str = "") -> None:
+    click.echo(text)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
+    cells = [["" if v is None else str(v) for v in row] for row in rows]
+    if is_tty():
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(*headers, title=title, title_justify="left", header_style="bold")
+        for row in cells:
+            t.add_row(*row, style=_row_style(row))
+        Console().print(t)
+        return
+    if title:
+        line(title)
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    line("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in cells:
+        line("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _row_style(row: Sequence[str]) -> str | None:
+    if any(v in ("FAILED", "ERROR", "TIMEOUT", "INTERRUPTED") for v in row):
+        return "red"
+    if any(v in ("UPSTREAM_FAILED", "CANCELLED", "PARTIAL") for v in row):
+        return "yellow"
+    return None
+
+
+def seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}s"
+
+
+def outcome(result, *, as_json: bool) -> None:
+    data = {
+        "run_id": result.run_id,
+        "attempt_id": result.attempt_id,
+        "status": str(result.status),
+        "jobs": {j: o.as_dict() for j, o in result.jobs.items()},
+    }
+    if as_json:
+        emit_json(data)
+        return
+    counts: dict[str, int] = {}
+    for o in result.jobs.values():
+        counts[str(o.status)] = counts.get(str(o.status), 0) + 1
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    line(f"run {result.run_id} attempt {result.attempt_id}: {result.status} ({summary})")
+    bad = [(j, o) for j, o in result.jobs.items() if o.status.is_failure]
+    for job_id, o in bad:
+        line(f"  {job_id}: {o.status} exit={o.exit_code} retries={o.retry_count}")
+    if bad or result.status in ("CANCELLED", "INTERRUPTED"):
+        line(f"resume with: executioner resume {result.run_id}")
+
+
+def nothing_to_do(result, *, as_json: bool) -> None:
+    if as_json:
+        emit_json(
+            {
+                "run_id": result.run_id,
+                "attempt_id": None,
+                "status": result.status,
+                "nothing_to_do": True,
+                "jobs": {j: result.state[j].as_dict() for j in result.plan.decisions},
+            }
+        )
+        return
+    line(f"run {result.run_id}: nothing to do, every selected job is effectively SUCCESS; no attempt written")
+
+
+def dry_run(result, *, as_json: bool) -> None:
+    data = result.as_dict()
+    if as_json:
+        emit_json(data)
+        return
+    head = "dry run" + (f" of run {result.run_id} attempt {result.attempt_id}" if result.run_id else "")
+    line(f"{head}: {'valid' if result.valid else 'REFUSED'}; nothing was written")
+    if data["reasons"]:
+        table(
+            ["job", "action", "reason", "detail"],
+            [
+                [j, "run" if d["runs"] else "skip", d["reason"], d.get("detail", "")]
+                for j, d in data["reasons"].items()
+            ],
+        )
+    for change in data["changes"]:
+        how = change.get("allowed_by") or f"REFUSED: {change['refused']}"
+        line(f"change: {change['kind']} job={change['job']} field={change['field']} ({how})")
+    for error in data["errors"]:
+        line(f"error: {error}")
+
+
+def status(data: dict, *, as_json: bool) -> None:
+    if as_json:
+        emit_json(data)
+        return
+    line(f"run {data['run_id']} ({data['application_name']}): {data['status']}")
+    if data["locked_by"]:
+        h = data["locked_by"]
+        line(f"locked by {h['host']} pid {h['pid']} ({h['what']}) since {h['since']}")
+    table(
+        ["attempt", "status", "start", "end", "total", "ok", "failed", "skipped", "trigger", "hash"],
+        [
+            [
+                a["attempt_id"],
+                a["status"],
+                a["start_time"],
+                a["end_time"],
+                a["total_jobs"],
+                a["successful_jobs"],
+                a["failed_jobs"],
+                a["skipped_jobs"],
+                f"{a['triggered_by']}: {a['trigger_reason']}",
+                a["config_hash"][:12],
+            ]
+            for a in data["attempts"]
+        ],
+        title="attempts",
+    )
+    table(
+        ["job", "status", "attempt", "exit", "retries", "marked"],
+        [
+            [j, s["status"], s["attempt_id"], s["exit_code"], s["retry_count"], "yes" if s["marked"] else ""]
+            for j, s in data["jobs"].items()
+        ],
+        title="effective job states",
+    )
+    nxt = data["next_attempt"]
+    line(f"a resume would be attempt {nxt['attempt_id']}: run {', '.join(nxt['will_run']) or 'nothing'}")
+
+
+def runs(data: dict, *, as_json: bool) -> None:
+    if as_json:
+        emit_json(data)
+        return
+    table(
+        ["run", "application", "status", "attempts", "started"],
+        [
+            [r["run_id"], r["application_name"], r["status"], r["attempts"], r["start_time"]]
+            for r in data["runs"]
+        ],
+    )
+
+
+def history(data: dict, *, as_json: bool) -> None:
+    if as_json:
+        emit_json(data)
+        return
+    rows = []
+    for r in data["rows"]:
+        tries = " ".join(f"{t['try']}:{t['status']}/{t['exit_code']}" for t in r["retry_history"])
+        rows.append(
+            [
+                r["attempt_id"],
+                r["job_id"],
+                r["status"],
+                r["reason"],
+                r["exit_code"],
+                seconds(r["duration"]),
+                r["retry_count"],
+                tries,
+                r["worker"],
+            ]
+        )
+    table(
+        ["attempt", "job", "status", "reason", "exit", "duration", "retries", "tries", "worker"],
+        rows,
+        title=f"run {data['run_id']} history",
+    )
+
+
+def logs(tries: list[dict]) -> None:
+    for t in tries:
+        exit_note = "" if t["exit_code"] is None else f" exit {t['exit_code']}"
+        error = f" ({t['error']})" if t["error"] else ""
+        line(
+            f"=== attempt {t['attempt_id']} try {t['try']}: {t['status']}{exit_note}{error} on {t['worker']}"
+        )
+        if t["stdout"]:
+            line("--- stdout")
+            click.echo(t["stdout"], nl=not t["stdout"].endswith("\n"))
+        if t["stderr"]:
+            line("--- stderr")
+            click.echo(t["stderr"], nl=not t["stderr"].endswith("\n"))
+
+
+def manual(result, *, as_json: bool) -> None:
+    if as_json:
+        emit_json(result.as_dict())
+        return
+    verb = {"mark_success": "marked SUCCESS", "rollback": "rolled back to PENDING"}[str(result.action)]
+    line(f"run {result.run_id}: {verb}: {', '.join(result.job_ids)}")

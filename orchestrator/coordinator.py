@@ -1,0 +1,439 @@
+"""The coordinator's loop: the single owner of an attempt's live state.
+
+It dispatches a job the moment its last dependency succeeds (event driven: it blocks on the event
+queue, waking early only to flush history or renew the run's lock), marks the descendants of a
+failure UPSTREAM_FAILED while independent branches go on, and cancels cleanly on request.
+"""
+
+from __future__ import annotations
+
+import heapq
+import queue
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.dag import Dag
+from orchestrator.db.recorder import AttemptRecorder, AttemptStart, Totals, ts
+from orchestrator.executors.base import (
+    CancelRequested,
+    Event,
+    Executor,
+    JobEnded,
+    JobLost,
+    TryEnded,
+    TryStarted,
+)
+from orchestrator.locks.base import LockManager, RunLock
+from orchestrator.reporting import NullReporter, Reporter
+from workers.retry import decide
+from workers.spec import JobTask, TryRecord
+from workers.statuses import (
+    AttemptStatus,
+    EndReason,
+    JobStatus,
+    attempt_outcome,
+    check_job_transition,
+)
+
+
+@dataclass(slots=True)
+class JobOutcome:
+    status: JobStatus
+    exit_code: int | None = None
+    retry_count: int = 0
+    reason: str | None = None
+    detail: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"status": str(self.status), "exit_code": self.exit_code, "retry_count": self.retry_count}
+
+
+@dataclass(slots=True)
+class AttemptOutcome:
+    run_id: int | None
+    attempt_id: int | None
+    status: AttemptStatus
+    jobs: dict[str, JobOutcome]
+    totals: Totals | None = None
+    cancelled_by: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        bad = {JobStatus.FAILED, JobStatus.ERROR, JobStatus.TIMEOUT, JobStatus.UPSTREAM_FAILED}
+        return any(j.status in bad for j in self.jobs.values())
+
+    @property
+    def exit_code(self) -> int:
+        if self.cancelled_by is not None:
+            return 130
+        if self.status in (AttemptStatus.CANCELLED, AttemptStatus.INTERRUPTED) or self.failed:
+            return 1
+        return 0
+
+
+@dataclass(slots=True)
+class _Live:
+    status: JobStatus = JobStatus.PENDING
+    dispatched_try: int = 0  # first try number of the current dispatch (0: never dispatched)
+    first_started_at: float | None = None
+    recorded_tries: set[int] = field(default_factory=set)
+    retry_count: int = 0
+    exit_code: int | None = None
+
+
+class Coordinator:
+    def __init__(
+        self,
+        *,
+        start: AttemptStart,
+        dag: Dag,
+        executor: Executor,
+        locks: LockManager,
+        recorder: AttemptRecorder,
+        lock: RunLock | None = None,
+        reporter: Reporter | None = None,
+        max_parallel: int | None = None,
+    ) -> None:
+        self.start, self.dag, self.executor = start, dag, executor
+        self.locks, self.lock, self.recorder = locks, lock, recorder
+        self.reporter = reporter or NullReporter()
+        self.max_parallel = max_parallel
+        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        plan = start.plan
+        self.jobs = start.workflow.jobs
+        self.live = {j: _Live() for j in plan.will_run}
+        self.waiting = {
+            j: sum(1 for p in dag.parents(j) if p in self.live) for j in self.live
+        }  # unfinished dependencies inside this attempt (the others are effectively SUCCESS)
+        self.ready = deque(j for j in plan.will_run if self.waiting[j] == 0)
+        self.delayed: list[tuple[float, str, JobTask]] = []  # re-dispatches after a lost worker
+        self.in_flight = 0
+        self.cancelled_by: str | None = None
+        self.began = False
+        self._acks: list[Any] = []
+        self._next_renewal = 0.0
+
+    def request_cancel(self, why: str) -> None:
+        """Safe from a signal handler: it only enqueues."""
+        self.events.put(CancelRequested(why))
+
+    # -- the loop ------------------------------------------------------------------------------------
+
+    def run(self) -> AttemptOutcome:
+        try:
+            while True:
+                self._dispatch_ready()
+                if self.in_flight == 0 and not self.delayed and (not self.ready or self.cancelled_by):
+                    break
+                event = self._next_event()
+                while event is not None:
+                    self._handle(event)
+                    event = self._poll()
+                self._maintain()
+            return self._finish()
+        except BaseException:
+            # Fenced out by a newer coordinator, or a failure of our own: stop the jobs we started.
+            self.executor.cancel()
+            raise
+        finally:
+            self.executor.close()
+
+    def _next_event(self) -> Event | None:
+        timeout = self._seconds_until_next_duty()
+        try:
+            return self.events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _poll(self) -> Event | None:
+        try:
+            return self.events.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _seconds_until_next_duty(self) -> float | None:
+        waits = [self.recorder.seconds_until_due()]
+        if self.lock is not None:
+            waits.append(max(0.0, self._next_renewal - time.monotonic()))
+        if self.delayed:
+            waits.append(max(0.0, self.delayed[0][0] - time.monotonic()))
+        waits = [w for w in waits if w is not None]
+        return min(waits) if waits else None
+
+    def _maintain(self) -> None:
+        now = time.monotonic()
+        while self.delayed and self.delayed[0][0] <= now and not self.cancelled_by:
+            _, job_id, task = heapq.heappop(self.delayed)
+            self._submit(job_id, task)
+        due = self.recorder.seconds_until_due()
+        if due is not None and due <= 0:
+            self._flush()
+        if self.lock is not None and now >= self._next_renewal:
+            self.lock.extend()  # raises FencedError if another coordinator took the run
+            self._next_renewal = now + self.locks.ttl / 3
+
+    def _flush(self) -> None:
+        self.recorder.flush()
+        if self._acks:
+            self.executor.acknowledge(self._acks)
+            self._acks = []
+
+    # -- dispatch ------------------------------------------------------------------------------------
+
+    def _capacity(self) -> bool:
+        return self.max_parallel is None or self.in_flight < self.max_parallel
+
+    def _dispatch_ready(self) -> None:
+        while self.ready and self._capacity() and not self.cancelled_by:
+            job_id = self.ready.popleft()
+            if not self.began:
+                self._begin()
+            task = self.jobs[job_id].task(self.recorder.run_id, self.recorder.attempt_id, self.lock.epoch)
+            self._submit(job_id, task)
+
+    def _begin(self) -> None:
+        self.lock = self.recorder.begin(self.start, self.locks, self.lock)
+        self._next_renewal = time.monotonic() + self.locks.ttl / 3
+        self.began = True
+        self.executor.open(self.recorder.run_id, self.recorder.attempt_id, self.lock.epoch, self.events.put)
+        plan = self.start.plan
+        self.reporter.attempt_started(
+            self.recorder.run_id, self.recorder.attempt_id, len(plan.will_run), len(plan.decisions)
+        )
+
+    def _submit(self, job_id: str, task: JobTask) -> None:
+        live = self.live[job_id]
+        live.status = check_job_transition(live.status, JobStatus.QUEUED)
+        live.dispatched_try = task.first_try
+        self.recorder.job_update(job_id, status=JobStatus.QUEUED)
+        self.in_flight += 1
+        self.executor.submit(task)
+        self.reporter.job_changed(job_id, JobStatus.QUEUED, try_number=task.first_try)
+
+    # -- events --------------------------------------------------------------------------------------
+
+    def _handle(self, event: Event) -> None:
+        ack = getattr(event, "ack", None)
+        if ack is not None:
+            self._acks.append(ack)
+        if isinstance(event, CancelRequested):
+            self._cancel(event.why)
+            return
+        live = self.live.get(event.job_id)
+        if live is None or live.status.is_terminal:
+            return  # not ours, or a late copy of something already settled
+        if isinstance(event, TryStarted):
+            if event.try_number >= live.dispatched_try:
+                self._started(event, live)
+        elif isinstance(event, TryEnded):
+            if event.record.try_number >= live.dispatched_try:
+                self._record_try(event.job_id, live, event.record)
+        elif isinstance(event, JobEnded):
+            if event.result.tries and event.result.tries[0].try_number == live.dispatched_try:
+                self._job_ended(event)
+        elif isinstance(event, JobLost) and event.try_number >= live.dispatched_try:
+            self._lost(event, live)
+
+    def _started(self, event: TryStarted, live: _Live) -> None:
+        columns: dict[str, Any] = {"status": JobStatus.RUNNING, "worker": event.worker}
+        if live.first_started_at is None:
+            live.first_started_at = event.at
+            columns["start_time"] = ts(event.at)
+        live.status = check_job_transition(live.status, JobStatus.RUNNING)
+        self.recorder.job_update(event.job_id, **columns)
+        self.reporter.job_changed(event.job_id, JobStatus.RUNNING, try_number=event.try_number)
+
+    def _record_try(self, job_id: str, live: _Live, record: TryRecord) -> None:
+        if record.try_number in live.recorded_tries:
+            return
+        live.recorded_tries.add(record.try_number)
+        if live.first_started_at is None:
+            live.first_started_at = record.start_time
+        self.recorder.try_ended(job_id, record)
+        if record.status is not JobStatus.SUCCESS:
+            detail = record.error or f"exit {record.exit_code}"
+            self.reporter.try_failed(job_id, record.try_number, record.status, detail)
+
+    def _job_ended(self, event: JobEnded) -> None:
+        live = self.live[event.job_id]
+        for record in event.result.tries:
+            self._record_try(event.job_id, live, record)
+        final = event.result.final
+        self.in_flight -= 1
+        self._settle(
+            event.job_id,
+            final.status,
+            final.exit_code,
+            final.try_number,
+            final.end_time,
+            final.worker,
+            detail=final.error,
+        )
+
+    def _lost(self, event: JobLost, live: _Live) -> None:
+        """A worker stopped heart-beating: its try is ERROR; the job's policy says whether to retry."""
+        now = time.time()
+        record = TryRecord(
+            event.try_number, JobStatus.ERROR, None, event.started_at, now, event.worker, error=event.reason
+        )
+        self._record_try(event.job_id, live, record)
+        self.in_flight -= 1
+        job = self.jobs[event.job_id]
+        decision = decide(
+            job.retry,
+            status=JobStatus.ERROR,
+            exit_code=None,
+            try_number=event.try_number,
+            elapsed_since_first_start=now - (live.first_started_at or event.started_at),
+            jitter_sample=random.random(),
+        )
+        if decision.retry and not self.cancelled_by:
+            task = job.task(self.recorder.run_id, self.recorder.attempt_id, self.lock.epoch)
+            task = _redispatch(task, event.try_number + 1, live.first_started_at)
+            live.status = check_job_transition(live.status, JobStatus.QUEUED)
+            live.dispatched_try = task.first_try  # a late result of the lost copy is ignored
+            heapq.heappush(self.delayed, (time.monotonic() + decision.delay, event.job_id, task))
+            return
+        self._settle(
+            event.job_id,
+            JobStatus.ERROR,
+            None,
+            event.try_number,
+            now,
+            event.worker,
+            reason=EndReason.WORKER_LOST,
+            detail=event.reason,
+        )
+
+    def _settle(
+        self,
+        job_id: str,
+        status: JobStatus,
+        exit_code: int | None,
+        try_number: int,
+        end_time: float,
+        worker: str,
+        *,
+        reason: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        live = self.live[job_id]
+        live.status = check_job_transition(live.status, status)
+        live.exit_code = exit_code
+        live.retry_count = try_number - 1
+        start = live.first_started_at
+        self.recorder.job_update(
+            job_id,
+            status=status,
+            exit_code=exit_code,
+            retry_count=live.retry_count,
+            start_time=ts(start),
+            end_time=ts(end_time),
+            duration=None if start is None else max(0.0, end_time - start),
+            worker=worker,
+            **({"reason": str(reason)} if reason else {}),
+            **({"detail": detail} if detail else {}),
+        )
+        if detail is None and exit_code not in (None, 0):
+            detail = f"exit {exit_code}"
+        self.reporter.job_changed(job_id, status, try_number=try_number, detail=detail or "")
+        if status is JobStatus.SUCCESS:
+            for child in self.dag.children(job_id):
+                if child in self.waiting:
+                    self.waiting[child] -= 1
+                    if self.waiting[child] == 0 and self.live[child].status is JobStatus.PENDING:
+                        self.ready.append(child)
+        elif status is not JobStatus.CANCELLED:
+            self._upstream_failed(job_id, status)
+
+    def _upstream_failed(self, failed: str, status: JobStatus) -> None:
+        """Every job of this attempt that waits on ``failed``, directly or through jobs of this attempt.
+
+        A dependency skipped as effectively SUCCESS satisfies its children, so the walk stops there:
+        the same rule ``waiting`` follows, whatever order events arrive in.
+        """
+        detail = f"upstream {failed!r} ended {status}"
+        stack = [failed]
+        while stack:
+            for child in self.dag.children(stack.pop()):
+                live = self.live.get(child)
+                if live is not None and live.status is JobStatus.PENDING:
+                    live.status = check_job_transition(live.status, JobStatus.UPSTREAM_FAILED)
+                    self.recorder.job_update(
+                        child,
+                        status=JobStatus.UPSTREAM_FAILED,
+                        reason=EndReason.UPSTREAM.value,
+                        detail=detail,
+                    )
+                    self.reporter.job_changed(child, JobStatus.UPSTREAM_FAILED, detail=detail)
+                    stack.append(child)
+
+    def _cancel(self, why: str) -> None:
+        if self.cancelled_by is not None:
+            return
+        self.cancelled_by = why
+        self.executor.cancel()  # jobs in flight end CANCELLED through their JobEnded events
+        self.ready.clear()
+        now = time.time()
+        for _, job_id, task in self.delayed:  # waiting to be re-dispatched: never started again
+            self._settle(
+                job_id,
+                JobStatus.CANCELLED,
+                None,
+                task.first_try - 1,
+                now,
+                "",
+                reason=EndReason.USER_CANCELLED,
+                detail=why,
+            )
+        self.delayed = []
+        for job_id, live in self.live.items():
+            if live.status is JobStatus.PENDING:
+                live.status = check_job_transition(live.status, JobStatus.CANCELLED)
+                self.recorder.job_update(
+                    job_id, status=JobStatus.CANCELLED, reason=EndReason.USER_CANCELLED.value, detail=why
+                )
+
+    # -- the end -------------------------------------------------------------------------------------
+
+    def _finish(self) -> AttemptOutcome:
+        plan = self.start.plan
+        outcomes: dict[str, JobOutcome] = {}
+        for job_id, decision in plan.decisions.items():
+            live = self.live.get(job_id)
+            if live is None:
+                outcomes[job_id] = JobOutcome(JobStatus.SKIPPED, reason=decision.reason)
+            else:
+                outcomes[job_id] = JobOutcome(live.status, live.exit_code, live.retry_count)
+        if not self.began:
+            status = AttemptStatus.CANCELLED if self.cancelled_by else AttemptStatus.PARTIAL
+            return AttemptOutcome(None, None, status, outcomes, cancelled_by=self.cancelled_by)
+        successful = sum(
+            1
+            for job_id, o in outcomes.items()
+            if o.status is JobStatus.SUCCESS
+            or (o.status is JobStatus.SKIPPED and plan.state.is_success(job_id))
+        )
+        failed = sum(1 for o in outcomes.values() if o.status.is_failure)
+        skipped = sum(
+            1 for o in outcomes.values() if o.status in (JobStatus.SKIPPED, JobStatus.UPSTREAM_FAILED)
+        )
+        totals = Totals(len(outcomes), successful, failed, skipped)
+        status = attempt_outcome(
+            all_success=successful == len(outcomes), any_failure=failed > 0, cancelled=bool(self.cancelled_by)
+        )
+        self.recorder.finish(status, totals)
+        self._flush()  # acknowledges what the last events carried, now that they are committed
+        self.reporter.attempt_ended(str(status))
+        return AttemptOutcome(
+            self.recorder.run_id, self.recorder.attempt_id, status, outcomes, totals, self.cancelled_by
+        )
+
+
+def _redispatch(task: JobTask, first_try: int, first_started_at: float | None) -> JobTask:
+    from dataclasses import replace
+
+    return replace(task, first_try=first_try, first_started_at=first_started_at)

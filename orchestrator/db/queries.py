@@ -1,0 +1,168 @@
+"""Read side of the history: one query per table, then pure code (no N+1 anywhere)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Row, func, select
+
+from orchestrator.db.schema import attempts, audit_events, job_runs, job_tries, runs
+from orchestrator.errors import UnknownRunError
+from orchestrator.state import AuditAction, AuditFact, JobRowFact, RunState, derive_state
+from workers.statuses import JobStatus
+
+# Everything of an attempt but its (large) workflow snapshot, which only the newest attempt needs.
+_ATTEMPT_COLUMNS = [c for c in attempts.c if c.name != "workflow_snapshot"]
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """A run as the restart logic needs it: its row, its attempts and its effective state."""
+
+    run: Row
+    attempts: list[Row]
+    state: RunState
+    last_snapshot: dict[str, Any] | None
+
+    @property
+    def run_id(self) -> int:
+        return self.run.run_id
+
+    @property
+    def last_attempt(self) -> Row | None:
+        return self.attempts[-1] if self.attempts else None
+
+    @property
+    def next_attempt_id(self) -> int:
+        return len(self.attempts) + 1 if not self.attempts else self.attempts[-1].attempt_id + 1
+
+
+def get_run(conn: Connection, run_id: int) -> Row:
+    row = conn.execute(select(runs).where(runs.c.run_id == run_id)).first()
+    if row is None:
+        raise UnknownRunError(run_id)
+    return row
+
+
+def load_run(conn: Connection, run_id: int) -> RunRecord:
+    run = get_run(conn, run_id)
+    attempt_rows = list(
+        conn.execute(
+            select(*_ATTEMPT_COLUMNS).where(attempts.c.run_id == run_id).order_by(attempts.c.attempt_id)
+        )
+    )
+    facts = conn.execute(
+        select(
+            job_runs.c.attempt_id,
+            job_runs.c.job_id,
+            job_runs.c.status,
+            job_runs.c.exit_code,
+            job_runs.c.retry_count,
+        ).where(
+            job_runs.c.run_id == run_id,
+            job_runs.c.status.not_in([JobStatus.SKIPPED, JobStatus.PENDING]),
+        )
+    )
+    rows = [JobRowFact(a, j, JobStatus(s), e, r or 0) for a, j, s, e, r in facts]
+    audits = [
+        AuditFact(r.after_attempt, r.id, AuditAction(r.action), tuple(r.job_ids), r.attempt_id)
+        for r in conn.execute(
+            select(
+                audit_events.c.id,
+                audit_events.c.after_attempt,
+                audit_events.c.action,
+                audit_events.c.job_ids,
+                audit_events.c.attempt_id,
+            ).where(audit_events.c.run_id == run_id)
+        )
+    ]
+    snapshot = None
+    if attempt_rows:
+        snapshot = conn.execute(
+            select(attempts.c.workflow_snapshot).where(
+                attempts.c.run_id == run_id, attempts.c.attempt_id == attempt_rows[-1].attempt_id
+            )
+        ).scalar_one()
+    return RunRecord(run, attempt_rows, derive_state(rows, audits), snapshot)
+
+
+def list_runs(conn: Connection, limit: int) -> list[dict[str, Any]]:
+    """Newest first: each run with its latest attempt's status and its attempt count."""
+    recent = select(runs).order_by(runs.c.run_id.desc()).limit(limit).subquery()
+    latest = (
+        select(attempts.c.run_id, func.max(attempts.c.attempt_id).label("n"))
+        .where(attempts.c.run_id.in_(select(recent.c.run_id)))
+        .group_by(attempts.c.run_id)
+        .subquery()
+    )
+    query = (
+        select(recent, latest.c.n, attempts.c.status)
+        .join(latest, latest.c.run_id == recent.c.run_id)
+        .join(attempts, (attempts.c.run_id == latest.c.run_id) & (attempts.c.attempt_id == latest.c.n))
+        .order_by(recent.c.run_id.desc())
+    )
+    return [
+        {
+            "run_id": r.run_id,
+            "application_name": r.application_name,
+            "status": r.status,
+            "attempts": r.n,
+            "start_time": r.created_at,
+        }
+        for r in conn.execute(query)
+    ]
+
+
+def job_history(conn: Connection, run_id: int, job_id: str | None = None) -> list[dict[str, Any]]:
+    """Every job row of the run with its tries (two queries), by attempt then job order."""
+    rows_q = select(job_runs).where(job_runs.c.run_id == run_id)
+    tries_q = select(*[c for c in job_tries.c if c.name not in ("stdout_tail", "stderr_tail")]).where(
+        job_tries.c.run_id == run_id
+    )
+    if job_id is not None:
+        rows_q = rows_q.where(job_runs.c.job_id == job_id)
+        tries_q = tries_q.where(job_tries.c.job_id == job_id)
+    tries: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
+    for t in conn.execute(tries_q.order_by(job_tries.c.try_number)):
+        tries[(t.attempt_id, t.job_id)].append(
+            {
+                "try": t.try_number,
+                "status": t.status,
+                "exit_code": t.exit_code,
+                "start_time": t.start_time,
+                "end_time": t.end_time,
+                "duration": t.duration,
+                "delay_before": t.delay_before,
+                "worker": t.worker,
+                "error": t.error,
+            }
+        )
+    out = []
+    for r in conn.execute(rows_q.order_by(job_runs.c.attempt_id)):
+        out.append({**r._asdict(), "retry_history": tries.get((r.attempt_id, r.job_id), [])})
+    return out
+
+
+def try_outputs(conn: Connection, run_id: int, job_id: str, attempt_id: int | None = None) -> list[Row]:
+    """The stored output tails of a job's tries: of ``attempt_id``, else of its latest attempt."""
+    if attempt_id is None:
+        attempt_id = conn.execute(
+            select(func.max(job_tries.c.attempt_id)).where(
+                job_tries.c.run_id == run_id, job_tries.c.job_id == job_id
+            )
+        ).scalar()
+        if attempt_id is None:
+            return []
+    return list(
+        conn.execute(
+            select(job_tries)
+            .where(
+                job_tries.c.run_id == run_id,
+                job_tries.c.job_id == job_id,
+                job_tries.c.attempt_id == attempt_id,
+            )
+            .order_by(job_tries.c.try_number)
+        )
+    )

@@ -1,0 +1,259 @@
+"""Writes one attempt's history: its start in one transaction, then batched job and try updates.
+
+The coordinator's loop is the only caller, so nothing here is shared across threads. Updates to the
+same job row inside one batch are merged (QUEUED -> RUNNING -> SUCCESS costs one UPDATE), tries are
+inserted as they end (a crash mid-attempt keeps every finished try), and every write transaction
+starts with the fencing check of ``orchestrator.locks.base``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, bindparam, insert, update
+
+from orchestrator.db.engine import write_tx
+from orchestrator.db.schema import attempts, audit_events, job_runs, job_tries, runs, utcnow
+from orchestrator.locks.base import LockManager, LockOwner, RunLock, check_epoch
+from orchestrator.planner import Plan
+from orchestrator.state import AuditAction
+from orchestrator.workflow import Workflow
+from workers.spec import TryRecord
+from workers.statuses import AttemptStatus, JobStatus
+
+
+def ts(epoch_seconds: float | None) -> datetime | None:
+    return None if epoch_seconds is None else datetime.fromtimestamp(epoch_seconds, UTC)
+
+
+@dataclass(slots=True)
+class AttemptStart:
+    """Everything recorded about an attempt when it begins."""
+
+    workflow: Workflow
+    plan: Plan
+    owner: LockOwner
+    executor: str
+    triggered_by: str = "cli"
+    trigger_reason: str = ""
+    run_id: int | None = None  # None: a new run, its id comes from the database
+    attempt_id: int = 1
+    parent_attempt_id: int | None = None
+    workflow_path: str | None = None
+    request: dict[str, Any] = field(default_factory=dict)
+    changes: list[dict] = field(default_factory=list)
+    forced: bool = False
+
+
+@dataclass(slots=True)
+class Totals:
+    total_jobs: int
+    successful_jobs: int
+    failed_jobs: int
+    skipped_jobs: int
+
+
+class AttemptRecorder:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        flush_interval: float = 0.2,
+        max_batch: int = 2000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self.flush_interval = flush_interval
+        self.max_batch = max_batch
+        self.clock = clock
+        self.run_id: int | None = None
+        self.attempt_id: int | None = None
+        self.lock: RunLock | None = None
+        self._rows: dict[str, dict[str, Any]] = {}  # job -> merged column updates
+        self._tries: list[dict[str, Any]] = []
+        self._since: float | None = None  # when the oldest unflushed change was made
+
+    # -- the attempt's start: one transaction, so a refusal or a crash before it leaves nothing ----
+
+    def begin(self, start: AttemptStart, locks: LockManager, lock: RunLock | None) -> RunLock:
+        """Write the attempt (and for a new run, the run and its lock); return the held lock."""
+        with write_tx(self.engine) as conn:
+            if start.run_id is None:
+                run_id = conn.execute(
+                    insert(runs).values(
+                        application_name=start.workflow.application_name,
+                        created_at=utcnow(),
+                        created_by=start.owner.actor,
+                        epoch=0,
+                    )
+                ).inserted_primary_key[0]
+                lock = locks.acquire(run_id, start.owner, conn)
+            else:
+                assert lock is not None, "resuming needs the run's lock first"
+                run_id = start.run_id
+                check_epoch(conn, run_id, lock.epoch)
+            self._insert_attempt(conn, run_id, start, lock.epoch)
+        self.run_id, self.attempt_id, self.lock = run_id, start.attempt_id, lock
+        return lock
+
+    def _insert_attempt(self, conn: Connection, run_id: int, start: AttemptStart, epoch: int) -> None:
+        now = utcnow()
+        conn.execute(
+            insert(attempts).values(
+                run_id=run_id,
+                attempt_id=start.attempt_id,
+                application_name=start.workflow.application_name,
+                status=AttemptStatus.RUNNING,
+                start_time=now,
+                total_jobs=len(start.workflow),
+                successful_jobs=0,
+                failed_jobs=0,
+                skipped_jobs=0,
+                config_hash=start.workflow.config_hash,
+                workflow_snapshot=start.workflow.snapshot(),
+                workflow_path=start.workflow_path,
+                triggered_by=start.triggered_by,
+                trigger_reason=start.trigger_reason,
+                parent_attempt_id=start.parent_attempt_id,
+                host=start.owner.host,
+                user=start.owner.user,
+                pid=start.owner.pid,
+                executor=start.executor,
+                request=start.request,
+                changes=start.changes,
+                forced=start.forced,
+                epoch=epoch,
+            )
+        )
+        plan = start.plan
+        for action, jobs in ((AuditAction.ROLLBACK, plan.rollbacks), (AuditAction.MARK_SUCCESS, plan.marks)):
+            if jobs:
+                conn.execute(
+                    insert(audit_events).values(
+                        run_id=run_id,
+                        action=action,
+                        job_ids=list(jobs),
+                        actor=start.owner.actor,
+                        at=now,
+                        after_attempt=start.attempt_id - 1,
+                        attempt_id=start.attempt_id,
+                        details={"via": "--from-job", "from_jobs": list(start.request.get("from_jobs", []))},
+                    )
+                )
+        conn.execute(
+            insert(job_runs),
+            [
+                {
+                    "run_id": run_id,
+                    "attempt_id": start.attempt_id,
+                    "job_id": d.job_id,
+                    "status": JobStatus.PENDING if d.runs else JobStatus.SKIPPED,
+                    "reason": str(d.reason),
+                    "detail": d.detail or None,
+                    "queue": start.workflow.jobs[d.job_id].queue,
+                    "retry_count": 0,
+                }
+                for d in plan.decisions.values()
+            ],
+        )
+
+    # -- batched updates from the coordinator's loop -------------------------------------------------
+
+    def job_update(self, job_id: str, **columns: Any) -> None:
+        self._rows.setdefault(job_id, {}).update(columns)
+        self._touch()
+
+    def try_ended(self, job_id: str, record: TryRecord) -> None:
+        self._tries.append(
+            {
+                "run_id": self.run_id,
+                "attempt_id": self.attempt_id,
+                "job_id": job_id,
+                "try_number": record.try_number,
+                "status": str(record.status),
+                "exit_code": record.exit_code,
+                "start_time": ts(record.start_time),
+                "end_time": ts(record.end_time),
+                "duration": record.duration,
+                "delay_before": record.delay_before,
+                "worker": record.worker,
+                "pid": record.pid,
+                "error": record.error,
+                "stdout_tail": record.stdout_tail or None,
+                "stderr_tail": record.stderr_tail or None,
+            }
+        )
+        self._touch()
+
+    def _touch(self) -> None:
+        if self._since is None:
+            self._since = self.clock()
+
+    @property
+    def pending(self) -> int:
+        return len(self._rows) + len(self._tries)
+
+    def seconds_until_due(self) -> float | None:
+        if self._since is None:
+            return None
+        if self.pending >= self.max_batch:
+            return 0.0
+        return max(0.0, self._since + self.flush_interval - self.clock())
+
+    def flush(self, conn: Connection | None = None) -> None:
+        if not self.pending:
+            return
+        if conn is None:
+            with write_tx(self.engine) as own:
+                self._flush(own)
+        else:
+            self._flush(conn)
+
+    def _flush(self, conn: Connection) -> None:
+        assert self.lock is not None and self.run_id is not None
+        check_epoch(conn, self.run_id, self.lock.epoch)
+        # Job rows before tries: a try's foreign key needs its row, which exists since begin().
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for job_id, cols in self._rows.items():
+            groups.setdefault(tuple(sorted(cols)), []).append(
+                {"b_job_id": job_id, **{f"b_{k}": v for k, v in cols.items()}}
+            )
+        for keys, params in groups.items():
+            stmt = (
+                update(job_runs)
+                .where(
+                    and_(
+                        job_runs.c.run_id == self.run_id,
+                        job_runs.c.attempt_id == self.attempt_id,
+                        job_runs.c.job_id == bindparam("b_job_id"),
+                    )
+                )
+                .values({k: bindparam(f"b_{k}") for k in keys})
+            )
+            conn.execute(stmt, params)
+        if self._tries:
+            conn.execute(insert(job_tries), self._tries)
+        self._rows, self._tries, self._since = {}, [], None
+
+    def finish(self, status: AttemptStatus, totals: Totals) -> None:
+        """Flush what is left and close the attempt, in one transaction."""
+        with write_tx(self.engine) as conn:
+            self.flush(conn)
+            assert self.lock is not None
+            check_epoch(conn, self.run_id, self.lock.epoch)
+            conn.execute(
+                update(attempts)
+                .where(attempts.c.run_id == self.run_id, attempts.c.attempt_id == self.attempt_id)
+                .values(
+                    status=status,
+                    end_time=utcnow(),
+                    total_jobs=totals.total_jobs,
+                    successful_jobs=totals.successful_jobs,
+                    failed_jobs=totals.failed_jobs,
+                    skipped_jobs=totals.skipped_jobs,
+                )
+            )

@@ -1,0 +1,193 @@
+"""The history schema (SQLAlchemy Core). Alembic migrations in ``migrations/`` create exactly this.
+
+History is append-only per attempt and per try: a job row belongs to one (run, attempt, job) and only
+moves forward through the legal transitions of ``workers.statuses``; the current state of a run is
+derived from these rows (``orchestrator.state``), never stored beside them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+# The newest migration in migrations/versions; a test checks it matches Alembic's head, so start-up
+# can tell whether a database is current without loading Alembic.
+HEAD_REVISION = "0002"
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes in and out, whatever the database keeps (SQLite keeps naive strings)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the history")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("run_id", Integer, primary_key=True, autoincrement=True),
+    Column("application_name", String(200), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    # Fencing token: bumped by every lock acquisition; writes carrying an older value are rejected.
+    Column("epoch", Integer, nullable=False, default=0),
+    sqlite_autoincrement=True,  # run ids are never reused, even after the newest run is deleted
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("run_id", Integer, ForeignKey("runs.run_id"), primary_key=True),
+    Column("attempt_id", Integer, primary_key=True, autoincrement=False),
+    Column("application_name", String(200), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("start_time", UTCDateTime, nullable=False),
+    Column("end_time", UTCDateTime),
+    Column("total_jobs", Integer, nullable=False),
+    Column("successful_jobs", Integer, nullable=False, default=0),
+    Column("failed_jobs", Integer, nullable=False, default=0),
+    Column("skipped_jobs", Integer, nullable=False, default=0),
+    Column("config_hash", String(64), nullable=False),
+    Column("workflow_snapshot", JSON, nullable=False),
+    Column("workflow_path", Text),
+    Column("triggered_by", String(50), nullable=False),
+    Column("trigger_reason", Text),
+    Column("parent_attempt_id", Integer),
+    Column("host", String(255), nullable=False),
+    Column("user", String(100), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("executor", String(20), nullable=False),
+    Column("request", JSON, nullable=False),  # the flags it was started with
+    Column("changes", JSON, nullable=False),  # workflow changes that went through, and how
+    Column("forced", Boolean, nullable=False, default=False),
+    Column("epoch", Integer, nullable=False),
+)
+
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("run_id", Integer, primary_key=True),
+    Column("attempt_id", Integer, primary_key=True, autoincrement=False),
+    Column("job_id", String(200), primary_key=True),
+    Column("status", String(20), nullable=False),
+    Column("reason", String(50)),
+    Column("detail", Text),
+    Column("queue", String(200)),
+    Column("start_time", UTCDateTime),
+    Column("end_time", UTCDateTime),
+    Column("duration", Float),
+    Column("exit_code", Integer),
+    Column("retry_count", Integer, nullable=False, default=0),
+    Column("worker", String(255)),
+    ForeignKeyConstraint(["run_id", "attempt_id"], ["attempts.run_id", "attempts.attempt_id"]),
+)
+
+job_tries = Table(
+    "job_tries",
+    metadata,
+    Column("run_id", Integer, primary_key=True),
+    Column("attempt_id", Integer, primary_key=True, autoincrement=False),
+    Column("job_id", String(200), primary_key=True),
+    Column("try_number", Integer, primary_key=True, autoincrement=False),
+    Column("status", String(20), nullable=False),
+    Column("exit_code", Integer),
+    Column("start_time", UTCDateTime, nullable=False),
+    Column("end_time", UTCDateTime, nullable=False),
+    Column("duration", Float, nullable=False),
+    Column("delay_before", Float, nullable=False, default=0.0),
+    Column("worker", String(255), nullable=False),
+    Column("pid", Integer),
+    Column("error", Text),
+    Column("stdout_tail", Text),
+    Column("stderr_tail", Text),
+    ForeignKeyConstraint(
+        ["run_id", "attempt_id", "job_id"],
+        ["job_runs.run_id", "job_runs.attempt_id", "job_runs.job_id"],
+    ),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("runs.run_id"), nullable=False),
+    Column("action", String(30), nullable=False),
+    Column("job_ids", JSON, nullable=False),
+    Column("actor", String(300), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    # Orders the action among attempts without trusting clocks (see orchestrator.state).
+    Column("after_attempt", Integer, nullable=False),
+    Column("attempt_id", Integer),  # set when an attempt did it (run/resume --from-job)
+    Column("details", JSON, nullable=False),
+    Index(None, "run_id", "id"),
+)
+
+run_leases = Table(
+    "run_leases",
+    metadata,
+    Column("run_id", Integer, ForeignKey("runs.run_id"), primary_key=True),
+    Column("token", String(64), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("what", String(50), nullable=False),
+    Column("acquired_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+
+# Added by migration 0002 (the scheduler): one row per fired cron slot; the unique key is what keeps
+# two schedulers from firing the same slot twice on the SQL-lease (local) configuration.
+schedule_slots = Table(
+    "schedule_slots",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("application_name", String(200), nullable=False),
+    Column("slot", UTCDateTime, nullable=False),
+    Column("fired_at", UTCDateTime, nullable=False),
+    Column("fired_by", String(300), nullable=False),
+    Column("run_id", Integer, ForeignKey("runs.run_id")),
+    Column("outcome", String(30), nullable=False),
+    UniqueConstraint("application_name", "slot"),
+)

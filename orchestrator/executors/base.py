@@ -1,0 +1,85 @@
+"""The executor interface both executors implement, and the events they hand the coordinator.
+
+An executor runs jobs and reports what happened as events through ``sink``; it never decides what
+runs next and holds no view of the run. The coordinator's loop owns the run's live state alone
+(no finished-job sets shared across threads).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from workers.spec import JobResult, JobTask, TryRecord
+
+
+@dataclass(frozen=True, slots=True)
+class TryStarted:
+    job_id: str
+    try_number: int
+    worker: str
+    pid: int | None
+    at: float  # epoch seconds
+    ack: Any = None  # what to acknowledge once recorded (Celery: a stream entry id)
+
+
+@dataclass(frozen=True, slots=True)
+class TryEnded:
+    job_id: str
+    record: TryRecord
+    ack: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobEnded:
+    job_id: str
+    result: JobResult
+    ack: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobLost:
+    """The worker running a try stopped heart-beating: that try is recorded ERROR."""
+
+    job_id: str
+    try_number: int
+    worker: str
+    started_at: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequested:
+    why: str
+
+
+Event = TryStarted | TryEnded | JobEnded | JobLost | CancelRequested
+Sink = Callable[[Event], None]
+
+
+class Executor(ABC):
+    name: str
+
+    @abstractmethod
+    def open(self, run_id: int, attempt_id: int, epoch: int, sink: Sink) -> None:
+        """Get ready to run jobs of this attempt; events go to ``sink`` from any thread."""
+
+    @abstractmethod
+    def submit(self, task: JobTask) -> None:
+        """Start ``task`` (the coordinator never submits more than its parallelism allows)."""
+
+    @abstractmethod
+    def cancel(self) -> None:
+        """Stop every job in flight; each still ends with a ``JobEnded`` (CANCELLED)."""
+
+    def acknowledge(self, acks: list[Any]) -> None:  # noqa: B027 - optional hook
+        """Called once the events carrying ``acks`` are safely in the history."""
+
+    def check(self) -> None:  # noqa: B027 - optional hook
+        """Raise ``ServiceUnavailableError`` if the executor cannot run jobs (before anything is written)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release threads and connections (after the last event was received)."""

@@ -1,0 +1,141 @@
+"""Looking back: ``status``, ``runs``, ``history``, ``logs`` as plain data for the CLI to render."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from orchestrator.context import Context
+from orchestrator.dag import Dag
+from orchestrator.db.engine import read_tx
+from orchestrator.db.queries import RunRecord, get_run, job_history, list_runs, load_run, try_outputs
+from orchestrator.errors import LockedError, UnknownJobError
+from orchestrator.launch import load_settled, stored_workflow
+from orchestrator.locks.base import LockOwner
+from orchestrator.planner import PlanRequest, plan
+from workers.statuses import AttemptStatus
+
+
+def iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def run_status(ctx: Context, run_id: int) -> dict[str, Any]:
+    with read_tx(ctx.engine) as conn:
+        record = load_run(conn, run_id)
+    holder = ctx.locks.holder(run_id)
+    last = record.last_attempt
+    if last is not None and last.status == AttemptStatus.RUNNING and holder is None:
+        record = _settle_if_abandoned(ctx, run_id, record)
+        holder = ctx.locks.holder(run_id)
+    workflow = stored_workflow(record)
+    next_plan = plan(workflow, Dag(workflow.jobs), record.state, PlanRequest(resume=True))
+    last = record.last_attempt
+    return {
+        "run_id": run_id,
+        "application_name": record.run.application_name,
+        "status": last.status,
+        "created_at": iso(record.run.created_at),
+        "created_by": record.run.created_by,
+        "locked_by": None
+        if holder is None
+        else {"host": holder.host, "pid": holder.pid, "what": holder.what, "since": iso(holder.since)},
+        "attempts": [_attempt(a) for a in record.attempts],
+        "jobs": {job_id: record.state[job_id].as_dict() for job_id in workflow.jobs},
+        "next_attempt": {
+            "attempt_id": record.next_attempt_id,
+            "will_run": next_plan.will_run,
+            "will_skip": next_plan.will_skip,
+            "reasons": {j: d.reason for j, d in next_plan.decisions.items()},
+        },
+    }
+
+
+def _settle_if_abandoned(ctx: Context, run_id: int, record: RunRecord) -> RunRecord:
+    """Its coordinator's lock expired: take the lock for a moment and mark the attempt INTERRUPTED."""
+    try:
+        with ctx.locks.acquire(run_id, LockOwner("status")):
+            return load_settled(ctx, run_id)
+    except LockedError:  # a resume took it meanwhile: it will do the marking
+        return record
+
+
+def _attempt(a) -> dict[str, Any]:
+    return {
+        "attempt_id": a.attempt_id,
+        "status": a.status,
+        "start_time": iso(a.start_time),
+        "end_time": iso(a.end_time),
+        "total_jobs": a.total_jobs,
+        "successful_jobs": a.successful_jobs,
+        "failed_jobs": a.failed_jobs,
+        "skipped_jobs": a.skipped_jobs,
+        "config_hash": a.config_hash,
+        "triggered_by": a.triggered_by,
+        "trigger_reason": a.trigger_reason,
+        "parent_attempt_id": a.parent_attempt_id,
+        "executor": a.executor,
+        "host": a.host,
+        "user": a.user,
+        "changes": a.changes,
+        "forced": a.forced,
+    }
+
+
+def runs_list(ctx: Context, limit: int = 20) -> dict[str, Any]:
+    with read_tx(ctx.engine) as conn:
+        rows = list_runs(conn, limit)
+    return {"runs": [{**r, "start_time": iso(r["start_time"])} for r in rows]}
+
+
+def run_history(ctx: Context, run_id: int, job_id: str | None = None) -> dict[str, Any]:
+    with read_tx(ctx.engine) as conn:
+        get_run(conn, run_id)
+        rows = job_history(conn, run_id, job_id)
+    if job_id is not None and not rows:
+        raise UnknownJobError(run_id, [job_id])
+    out = []
+    for r in rows:
+        out.append(
+            {
+                "attempt_id": r["attempt_id"],
+                "job_id": r["job_id"],
+                "status": r["status"],
+                "reason": r["reason"],
+                "detail": r["detail"],
+                "exit_code": r["exit_code"],
+                "start_time": iso(r["start_time"]),
+                "end_time": iso(r["end_time"]),
+                "duration": r["duration"],
+                "retry_count": r["retry_count"],
+                "retry_history": [
+                    {**t, "start_time": iso(t["start_time"]), "end_time": iso(t["end_time"])}
+                    for t in r["retry_history"]
+                ],
+                "worker": r["worker"],
+                "queue": r["queue"],
+            }
+        )
+    return {"run_id": run_id, "rows": out}
+
+
+def job_logs(ctx: Context, run_id: int, job_id: str, attempt_id: int | None = None) -> list[dict[str, Any]]:
+    with read_tx(ctx.engine) as conn:
+        get_run(conn, run_id)
+        rows = try_outputs(conn, run_id, job_id, attempt_id)
+    if not rows:
+        where = f" in attempt {attempt_id}" if attempt_id is not None else ""
+        raise UnknownJobError(run_id, [f"{job_id} (no tries recorded{where})"])
+    return [
+        {
+            "attempt_id": r.attempt_id,
+            "try": r.try_number,
+            "status": r.status,
+            "exit_code": r.exit_code,
+            "worker": r.worker,
+            "error": r.error,
+            "stdout": r.stdout_tail or "",
+            "stderr": r.stderr_tail or "",
+        }
+        for r in rows
+    ]

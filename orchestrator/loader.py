@@ -1,0 +1,330 @@
+"""Read a workflow file (JSON or YAML, one schema), validate every rule, build a ``Workflow``.
+
+Every problem is collected (not just the first) and names the file, the job and the field, so one
+``validate`` shows a user all there is to fix.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from orchestrator import dag
+from orchestrator.errors import WorkflowError, WorkflowProblem
+from orchestrator.workflow import (
+    DEFAULTABLE_FIELDS,
+    JOB_FIELDS,
+    SCHEDULE_CATCHUP,
+    SCHEDULE_OVERLAP,
+    WORKFLOW_FIELDS,
+    JobDef,
+    Schedule,
+    Workflow,
+)
+from workers.retry import DEFAULT_RETRY_ON, RetryPolicy
+from workers.statuses import FAILURE_STATUSES, JobStatus
+
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def load_workflow(path: str | Path) -> Workflow:
+    """Parse and validate ``path``; raise ``WorkflowError`` listing every problem."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise WorkflowError([WorkflowProblem(name, "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise WorkflowError([WorkflowProblem(name, f"cannot read: {exc}")]) from None
+    return workflow_from_data(parse_text(text, name), name)
+
+
+def parse_text(text: str, name: str) -> Any:
+    if name.endswith(".json"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise WorkflowError(
+                [WorkflowProblem(name, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")]
+            ) from None
+    import yaml  # YAML is a superset of JSON: any other extension is read as YAML
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise WorkflowError([WorkflowProblem(name, f"invalid YAML{where}: {problem}")]) from None
+
+
+def workflow_from_data(data: Any, name: str = "<workflow>") -> Workflow:
+    """Validate already-parsed data (a file's, or a stored snapshot's) and build the ``Workflow``."""
+    v = _Validator(name)
+    workflow = v.workflow(data)
+    if v.problems:
+        raise WorkflowError(v.problems)
+    assert workflow is not None
+    return workflow
+
+
+class _Validator:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.problems: list[WorkflowProblem] = []
+        self.declared: dict[str, list[str]] = {}  # every valid id -> its dependencies, bad jobs too
+
+    def err(self, message: str, job: str | None = None, field: str | None = None) -> None:
+        self.problems.append(WorkflowProblem(self.name, message, job, field))
+
+    def workflow(self, data: Any) -> Workflow | None:
+        if not isinstance(data, dict):
+            self.err(f"must be a mapping with application_name and jobs, got {_type(data)}")
+            return None
+        for key in data:
+            if key not in WORKFLOW_FIELDS:
+                self.err(f"unknown key (allowed: {', '.join(WORKFLOW_FIELDS)})", field=str(key))
+        app = data.get("application_name")
+        if "application_name" not in data:
+            self.err("is required", field="application_name")
+        elif not isinstance(app, str) or not app.strip():
+            self.err(f"must be a non-empty string, got {app!r}", field="application_name")
+        max_parallel = self.number(data, "max_parallel", None, None, integer=True, minimum=1)
+        defaults = data.get("defaults", {})
+        if defaults is None:
+            defaults = {}
+        if not isinstance(defaults, dict):
+            self.err(f"must be a mapping, got {_type(defaults)}", field="defaults")
+            defaults = {}
+        for key in defaults:
+            if key not in DEFAULTABLE_FIELDS:
+                self.err(f"unknown key {key!r} (allowed: {', '.join(DEFAULTABLE_FIELDS)})", field="defaults")
+        schedule = self.schedule(data)
+        jobs_data = data.get("jobs")
+        if "jobs" not in data:
+            self.err("is required", field="jobs")
+            jobs_data = []
+        elif not isinstance(jobs_data, list) or not jobs_data:
+            self.err(f"must be a non-empty list of jobs, got {_short(jobs_data)}", field="jobs")
+            jobs_data = []
+        jobs: dict[str, JobDef] = {}
+        for index, raw in enumerate(jobs_data):
+            job = self.job(index, raw, defaults)
+            if job is not None:
+                jobs[job.id] = job
+        self.graph(jobs)
+        if self.problems:
+            return None
+        return Workflow(str(app), jobs, max_parallel, schedule, source=self.name)
+
+    def schedule(self, data: dict) -> Schedule | None:
+        cron = data.get("schedule")
+        tz = data.get("timezone", "UTC")
+        if "timezone" in data and (not isinstance(tz, str) or not _valid_timezone(tz)):
+            self.err(f"unknown time zone {tz!r}", field="timezone")
+        overlap = data.get("schedule_overlap", "skip")
+        if overlap not in SCHEDULE_OVERLAP:
+            self.err(
+                f"must be one of {', '.join(SCHEDULE_OVERLAP)}, got {overlap!r}", field="schedule_overlap"
+            )
+        catchup = data.get("schedule_catchup", "latest")
+        if catchup not in SCHEDULE_CATCHUP:
+            self.err(
+                f"must be one of {', '.join(SCHEDULE_CATCHUP)}, got {catchup!r}", field="schedule_catchup"
+            )
+        limit = self.number(data, "schedule_catchup_limit", None, 10, integer=True, minimum=1)
+        if cron is None:
+            return None
+        if not isinstance(cron, str) or not _valid_cron(cron):
+            self.err(f"not a valid cron expression: {cron!r}", field="schedule")
+            return None
+        return Schedule(cron, str(tz), str(overlap), str(catchup), int(limit))
+
+    def job(self, index: int, raw: Any, defaults: dict) -> JobDef | None:
+        label = f"#{index + 1}"
+        if not isinstance(raw, dict):
+            self.err(f"must be a mapping, got {_type(raw)}", job=label)
+            return None
+        job_id = raw.get("id")
+        if "id" not in raw:
+            self.err("is required", job=label, field="id")
+            return None
+        if not isinstance(job_id, str) or not JOB_ID_RE.match(job_id):
+            self.err(f"must match [A-Za-z0-9_.-]+, got {job_id!r}", job=label, field="id")
+            return None
+        if job_id in self.declared:
+            self.err("duplicate job id", job=job_id, field="id")
+            return None
+        before = len(self.problems)
+        for key in raw:
+            if key not in JOB_FIELDS:
+                self.err(f"unknown key (allowed: {', '.join(JOB_FIELDS)})", job=job_id, field=str(key))
+        merged = {**defaults, **raw}
+        command = self.command(job_id, merged)
+        deps = raw.get("dependencies", [])
+        if deps is None:
+            deps = []
+        if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+            self.err(f"must be a list of job ids, got {_short(deps)}", job=job_id, field="dependencies")
+            deps = []
+        elif len(set(deps)) != len(deps):
+            self.err("lists a job more than once", job=job_id, field="dependencies")
+        self.declared[job_id] = deps
+        env = self.env(job_id, merged.get("env", {}))
+        working_dir = merged.get("working_dir")
+        if working_dir is not None and (not isinstance(working_dir, str) or not working_dir):
+            self.err(f"must be a path string, got {_short(working_dir)}", job=job_id, field="working_dir")
+        queue = merged.get("queue", "default")
+        if not isinstance(queue, str) or not queue:
+            self.err(f"must be a non-empty string, got {_short(queue)}", job=job_id, field="queue")
+        timeout = self.number(merged, "timeout", job_id, None, positive=True)
+        retry = self.retry(job_id, merged)
+        if len(self.problems) > before or command is None:
+            return None
+        return JobDef(job_id, command, tuple(deps), env, working_dir, timeout, queue, retry)
+
+    def command(self, job_id: str, merged: dict) -> str | tuple[str, ...] | None:
+        if "command" not in merged:
+            self.err("is required", job=job_id, field="command")
+            return None
+        command = merged["command"]
+        if isinstance(command, str) and command.strip():
+            return command
+        if isinstance(command, list) and command and all(isinstance(a, str) for a in command):
+            if not command[0]:
+                self.err("the program (first item) must not be empty", job=job_id, field="command")
+                return None
+            return tuple(command)
+        self.err(
+            f"must be a non-empty string or a non-empty list of strings, got {_short(command)}",
+            job=job_id,
+            field="command",
+        )
+        return None
+
+    def env(self, job_id: str, env: Any) -> dict[str, str]:
+        if env is None:
+            return {}
+        if not isinstance(env, dict):
+            self.err(f"must be a mapping of names to values, got {_type(env)}", job=job_id, field="env")
+            return {}
+        out: dict[str, str] = {}
+        for key, value in env.items():
+            if not isinstance(key, str) or not key or "=" in key:
+                self.err(f"invalid variable name {key!r}", job=job_id, field="env")
+            elif isinstance(value, bool) or not isinstance(value, str | int | float):
+                self.err(
+                    f"value of {key} must be a string or a number, got {_short(value)}",
+                    job=job_id,
+                    field="env",
+                )
+            else:
+                out[key] = str(value)
+        return out
+
+    def retry(self, job_id: str, merged: dict) -> RetryPolicy:
+        n = self.number
+        statuses = merged.get("retry_on_status", sorted(DEFAULT_RETRY_ON))
+        allowed = sorted(FAILURE_STATUSES)
+        if not isinstance(statuses, list) or not all(s in allowed for s in statuses):
+            self.err(
+                f"must be a list drawn from {', '.join(allowed)}, got {_short(statuses)}",
+                job=job_id,
+                field="retry_on_status",
+            )
+            statuses = allowed
+        codes = merged.get("retry_on_exit_codes")
+        if codes is not None and (
+            not isinstance(codes, list)
+            or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in codes)
+        ):
+            self.err(
+                f"must be a list of exit codes 0-255, got {_short(codes)}",
+                job=job_id,
+                field="retry_on_exit_codes",
+            )
+            codes = None
+        return RetryPolicy(
+            max_retries=int(n(merged, "max_retries", job_id, 0, integer=True)),
+            retry_delay=float(n(merged, "retry_delay", job_id, 0.0)),
+            retry_backoff=float(n(merged, "retry_backoff", job_id, 1.0, positive=True)),
+            retry_jitter=float(n(merged, "retry_jitter", job_id, 0.0)),
+            max_retry_delay=n(merged, "max_retry_delay", job_id, None),
+            max_retry_time=n(merged, "max_retry_time", job_id, None),
+            retry_on_status=frozenset(JobStatus(s) for s in statuses),
+            retry_on_exit_codes=None if codes is None else frozenset(codes),
+        )
+
+    def number(
+        self,
+        data: dict,
+        key: str,
+        job_id: str | None,
+        default: Any,
+        *,
+        integer: bool = False,
+        positive: bool = False,
+        minimum: float = 0,
+    ) -> Any:
+        """A non-negative (or positive / ``>= minimum``) number; ``null`` means the default."""
+        value = data.get(key)
+        if value is None:
+            return default
+        kind = "a whole number" if integer else "a number"
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (integer and not isinstance(value, int))
+            or (isinstance(value, float) and not math.isfinite(value))
+        ):
+            self.err(f"must be {kind}, got {_short(value)}", job=job_id, field=key)
+            return default
+        if positive and value <= 0:
+            self.err(f"must be greater than 0, got {value}", job=job_id, field=key)
+            return default
+        if value < minimum:
+            what = "negative" if minimum == 0 else f"less than {minimum}"
+            self.err(f"must not be {what}, got {value}", job=job_id, field=key)
+            return default
+        return value
+
+    def graph(self, jobs: dict[str, JobDef]) -> None:
+        for job_id, deps in self.declared.items():
+            for dep in deps:
+                if dep not in self.declared:
+                    self.err(f"unknown job {dep!r}", job=job_id, field="dependencies")
+        if self.problems:
+            return
+        cycle = dag.find_cycle(jobs)
+        if cycle:
+            self.err(f"dependency cycle: {' -> '.join(cycle)}", job=cycle[0], field="dependencies")
+
+
+def _valid_cron(expr: str) -> bool:
+    from croniter import croniter
+
+    return bool(croniter.is_valid(expr))
+
+
+def _valid_timezone(name: str) -> bool:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _type(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,83 @@
+"""``mark-success`` and ``rollback``: audit records under the run's lock, no attempt created."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import insert
+
+from orchestrator.context import Context
+from orchestrator.dag import Dag
+from orchestrator.db.engine import read_tx, write_tx
+from orchestrator.db.queries import RunRecord, get_run
+from orchestrator.db.schema import audit_events, utcnow
+from orchestrator.errors import RefusedError, UnknownJobError
+from orchestrator.launch import load_settled, stored_workflow
+from orchestrator.locks.base import LockOwner, check_epoch
+from orchestrator.state import AuditAction
+
+
+@dataclass(slots=True)
+class ManualResult:
+    run_id: int
+    action: AuditAction
+    job_ids: list[str]
+
+    def as_dict(self) -> dict:
+        return {"run_id": self.run_id, "action": str(self.action), "jobs": self.job_ids}
+
+
+def mark_success(
+    ctx: Context, run_id: int, job_ids: list[str], *, with_upstream: bool = False, force: bool = False
+) -> ManualResult:
+    def choose(record: RunRecord, dag: Dag) -> list[str]:
+        upstream = dag.ancestors(job_ids)
+        unsatisfied = [a for a in dag.order if a in upstream and not record.state.is_success(a)]
+        if unsatisfied and not (with_upstream or force):
+            raise RefusedError(
+                f"mark-success refused: {len(unsatisfied)} upstream job(s) of "
+                f"{', '.join(job_ids)} are not effectively SUCCESS "
+                "(use --with-upstream to mark them too, or --force)",
+                [f"job {a!r}: {record.state[a].status}" for a in unsatisfied],
+            )
+        chosen = set(job_ids) | (set(unsatisfied) if with_upstream else set())
+        return [j for j in dag.order if j in chosen]
+
+    details = {"with_upstream": with_upstream, "force": force, "requested": list(job_ids)}
+    return _act(ctx, run_id, job_ids, AuditAction.MARK_SUCCESS, "mark-success", choose, details)
+
+
+def rollback(ctx: Context, run_id: int, job_id: str) -> ManualResult:
+    def choose(record: RunRecord, dag: Dag) -> list[str]:
+        chosen = dag.with_descendants([job_id])
+        return [j for j in dag.order if j in chosen]
+
+    return _act(ctx, run_id, [job_id], AuditAction.ROLLBACK, "rollback", choose, {"requested": [job_id]})
+
+
+def _act(ctx, run_id, job_ids, action, what, choose, details) -> ManualResult:
+    with read_tx(ctx.engine) as conn:
+        get_run(conn, run_id)
+    owner = LockOwner(what)
+    with ctx.locks.acquire(run_id, owner) as lock:
+        record = load_settled(ctx, run_id)
+        workflow = stored_workflow(record)
+        unknown = [j for j in job_ids if j not in workflow.jobs]
+        if unknown:
+            raise UnknownJobError(run_id, unknown)
+        chosen = choose(record, Dag(workflow.jobs))
+        with write_tx(ctx.engine) as conn:
+            check_epoch(conn, run_id, lock.epoch)
+            conn.execute(
+                insert(audit_events).values(
+                    run_id=run_id,
+                    action=action,
+                    job_ids=chosen,
+                    actor=owner.actor,
+                    at=utcnow(),
+                    after_attempt=record.last_attempt.attempt_id,
+                    attempt_id=None,
+                    details=details,
+                )
+            )
+    return ManualResult(run_id, action, chosen)

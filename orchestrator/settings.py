@@ -1,0 +1,86 @@
+"""Settings: from flags, else the environment (SPEC "Settings"), in one frozen object.
+
+Everything with a connection (engine, lock manager, Celery app) is built from this object by
+``orchestrator.context``; nothing is created at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from orchestrator.errors import UserError
+from workers.settings import WorkerSettings
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    lock_urls: tuple[str, ...] = ()
+    # How long a run's lock outlives a coordinator that stopped renewing it (it renews every ttl/3).
+    lease_ttl: float = 30.0
+    # How long job events may wait in memory before they are committed in one batch.
+    flush_interval: float = 0.2
+
+    @property
+    def broker_url(self) -> str | None:
+        return self.worker.broker_url
+
+    @property
+    def default_executor(self) -> str:
+        return "celery" if self.broker_url else "local"
+
+    @property
+    def redlock_urls(self) -> tuple[str, ...]:
+        """Redis masters for Redlock: EXECUTIONER_LOCK_URLS, else the broker (if it is Redis)."""
+        if self.lock_urls:
+            return self.lock_urls
+        if self.broker_url and self.broker_url.startswith(("redis://", "rediss://")):
+            return (self.broker_url,)
+        return ()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        env = os.environ if env is None else env
+        given = {k: v for k, v in overrides.items() if v is not None}
+        home = Path(str(given.pop("home", None) or env.get("EXECUTIONER_HOME") or "~/.executioner"))
+        home = home.expanduser()
+        database_url = str(
+            given.pop("database_url", None)
+            or env.get("EXECUTIONER_DATABASE_URL")
+            or f"sqlite:///{home / 'executioner.db'}"
+        )
+        lock_urls = given.pop("lock_urls", None) or env.get("EXECUTIONER_LOCK_URLS") or ""
+        if isinstance(lock_urls, str):
+            lock_urls = tuple(u.strip() for u in lock_urls.split(",") if u.strip())
+        worker = WorkerSettings.from_env(
+            env,
+            broker_url=given.pop("broker_url", None),
+            result_backend=given.pop("result_backend", None),
+        )
+        settings = cls(
+            home=home,
+            database_url=database_url,
+            worker=worker,
+            lock_urls=tuple(lock_urls),
+            lease_ttl=_float(env, "EXECUTIONER_LEASE_TTL", 30.0),
+            flush_interval=_float(env, "EXECUTIONER_FLUSH_INTERVAL", 0.2),
+        )
+        return replace(settings, **given) if given else settings
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UserError(f"environment: {name}: must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise UserError(f"environment: {name}: must be greater than 0, got {raw!r}")
+    return value

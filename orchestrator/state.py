@@ -1,0 +1,113 @@
+"""A run's effective job states, derived (never stored) from its history: pure, no I/O.
+
+The effective state of a job is its latest outcome across attempts, with ``mark-success`` and
+``rollback`` applied in order. Manual actions happen only while no coordinator holds the run, so they
+sit *between* attempts: each audit record carries the attempt it came after, which orders it without
+trusting wall clocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from workers.statuses import JobStatus
+
+
+class AuditAction(StrEnum):
+    MARK_SUCCESS = "mark_success"
+    ROLLBACK = "rollback"
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    status: JobStatus = JobStatus.PENDING
+    attempt_id: int | None = None
+    exit_code: int | None = None
+    retry_count: int = 0
+    marked: bool = False
+
+    @property
+    def is_success(self) -> bool:
+        return self.status is JobStatus.SUCCESS
+
+    def as_dict(self) -> dict:
+        return {
+            "status": str(self.status),
+            "attempt_id": self.attempt_id,
+            "exit_code": self.exit_code,
+            "retry_count": self.retry_count,
+            "marked": self.marked,
+        }
+
+
+PENDING = JobState()
+
+
+@dataclass(frozen=True, slots=True)
+class JobRowFact:
+    """What one attempt's job row says (the part the fold needs)."""
+
+    attempt_id: int
+    job_id: str
+    status: JobStatus
+    exit_code: int | None = None
+    retry_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFact:
+    after_attempt: int  # applied after this attempt's rows and before the next attempt's
+    seq: int  # order among actions after the same attempt
+    action: AuditAction
+    job_ids: tuple[str, ...]
+    attempt_id: int | None = None  # set when an attempt did it (--from-job), None for manual actions
+
+
+# Rows that say nothing about a job's outcome: SKIPPED by definition, PENDING because the attempt
+# planned the job but never started it (an interrupted attempt leaves these).
+_NOT_AN_OUTCOME = frozenset({JobStatus.SKIPPED, JobStatus.PENDING})
+
+
+class RunState:
+    """Effective states by job id; a job never mentioned is PENDING."""
+
+    def __init__(self, jobs: dict[str, JobState] | None = None) -> None:
+        self.jobs = jobs or {}
+
+    def __getitem__(self, job_id: str) -> JobState:
+        return self.jobs.get(job_id, PENDING)
+
+    def is_success(self, job_id: str) -> bool:
+        return self[job_id].status is JobStatus.SUCCESS
+
+    def with_changes(self, changes: dict[str, JobState]) -> RunState:
+        return RunState({**self.jobs, **changes})
+
+
+def derive_state(rows: Iterable[JobRowFact], audits: Iterable[AuditFact]) -> RunState:
+    by_attempt: dict[int, list[JobRowFact]] = {}
+    for row in rows:
+        by_attempt.setdefault(row.attempt_id, []).append(row)
+    pending_audits = sorted(audits, key=lambda a: (a.after_attempt, a.seq))
+    jobs: dict[str, JobState] = {}
+    i = 0
+    for attempt_id in sorted(by_attempt):
+        while i < len(pending_audits) and pending_audits[i].after_attempt < attempt_id:
+            apply_audit(jobs, pending_audits[i])
+            i += 1
+        for row in by_attempt[attempt_id]:
+            if row.status not in _NOT_AN_OUTCOME:
+                jobs[row.job_id] = JobState(row.status, attempt_id, row.exit_code, row.retry_count)
+    for audit in pending_audits[i:]:
+        apply_audit(jobs, audit)
+    return RunState(jobs)
+
+
+def apply_audit(jobs: dict[str, JobState], audit: AuditFact) -> None:
+    for job_id in audit.job_ids:
+        if audit.action is AuditAction.MARK_SUCCESS:
+            jobs[job_id] = JobState(JobStatus.SUCCESS, audit.attempt_id, marked=True)
+        else:
+            jobs[job_id] = PENDING

@@ -1,0 +1,127 @@
+"""The workflow model: frozen job definitions, their normalized snapshot and its stable hash.
+
+``loader`` builds these from files and validates them; everything downstream (planner, change
+detection, history snapshots) works on the normalized form defined here, so a workflow loaded from
+YAML, from JSON or from a stored snapshot compares equal when it means the same thing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from workers.retry import RetryPolicy
+from workers.spec import JobTask
+
+# Fields whose change alters what a job *does*: changing them on a succeeded job is refused on resume.
+DEFINITION_FIELDS = ("command", "env", "working_dir", "timeout")
+RETRY_FIELDS = (
+    "max_retries",
+    "retry_delay",
+    "retry_backoff",
+    "retry_jitter",
+    "max_retry_delay",
+    "max_retry_time",
+    "retry_on_status",
+    "retry_on_exit_codes",
+)
+JOB_FIELDS = ("id", "command", "dependencies", *DEFINITION_FIELDS[1:], "queue", *RETRY_FIELDS)
+DEFAULTABLE_FIELDS = tuple(f for f in JOB_FIELDS if f not in ("id", "dependencies"))
+SCHEDULE_OVERLAP = ("skip", "allow")
+SCHEDULE_CATCHUP = ("latest", "none", "all")
+WORKFLOW_FIELDS = (
+    "application_name",
+    "max_parallel",
+    "defaults",
+    "schedule",
+    "timezone",
+    "schedule_overlap",
+    "schedule_catchup",
+    "schedule_catchup_limit",
+    "jobs",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JobDef:
+    id: str
+    command: str | tuple[str, ...]
+    dependencies: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict, hash=False)
+    working_dir: str | None = None
+    timeout: float | None = None
+    queue: str = "default"
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def normalized(self) -> dict[str, Any]:
+        """Canonical dict: every field present, defaults applied, sorted where order is meaningless."""
+        return {
+            "id": self.id,
+            "command": list(self.command) if isinstance(self.command, tuple) else self.command,
+            "dependencies": sorted(self.dependencies),
+            "env": dict(sorted(self.env.items())),
+            "working_dir": self.working_dir,
+            "timeout": self.timeout,
+            "queue": self.queue,
+            **self.retry.to_dict(),
+        }
+
+    def task(self, run_id: int, attempt_id: int, epoch: int = 0) -> JobTask:
+        return JobTask(
+            run_id=run_id,
+            attempt_id=attempt_id,
+            job_id=self.id,
+            command=self.command,
+            env=self.env,
+            working_dir=self.working_dir,
+            timeout=self.timeout,
+            queue=self.queue,
+            retry=self.retry,
+            epoch=epoch,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    cron: str
+    timezone: str = "UTC"
+    overlap: str = "skip"
+    catchup: str = "latest"
+    catchup_limit: int = 10
+
+
+@dataclass(frozen=True)
+class Workflow:
+    application_name: str
+    jobs: dict[str, JobDef]  # in file order
+    max_parallel: int | None = None
+    schedule: Schedule | None = None
+    source: str = "<workflow>"  # the file it came from, for messages
+
+    def snapshot(self) -> dict[str, Any]:
+        """The normalized workflow stored with every attempt (and reloadable by ``loader``)."""
+        snap: dict[str, Any] = {"application_name": self.application_name}
+        if self.max_parallel is not None:
+            snap["max_parallel"] = self.max_parallel
+        if self.schedule is not None:
+            snap["schedule"] = self.schedule.cron
+            snap["timezone"] = self.schedule.timezone
+            snap["schedule_overlap"] = self.schedule.overlap
+            snap["schedule_catchup"] = self.schedule.catchup
+            snap["schedule_catchup_limit"] = self.schedule.catchup_limit
+        snap["jobs"] = [job.normalized() for job in self.jobs.values()]
+        return snap
+
+    @cached_property
+    def config_hash(self) -> str:
+        """sha256 of the snapshot with keys and jobs sorted: same meaning, same hash."""
+        snap = self.snapshot()
+        snap["jobs"] = sorted(snap["jobs"], key=lambda j: j["id"])
+        canonical = json.dumps(snap, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def __len__(self) -> int:
+        return len(self.jobs)

@@ -1,0 +1,47 @@
+"""Settings a worker needs (it is deployed alone, without the orchestrator package's settings)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    broker_url: str | None = None
+    result_backend: str | None = None
+    # Redis transport: an unacknowledged task is handed to another worker after this long. It must
+    # exceed the longest job (timeout x tries + retry delays) a worker will run, or a long job would be
+    # delivered twice; the per-job lease makes such a copy harmless, but it would wait in a slot.
+    visibility_timeout: float = 6 * 3600.0
+    # A running job's worker renews its heartbeat this often; the coordinator declares the try lost
+    # once the heartbeat is older than ``heartbeat_ttl``.
+    heartbeat_interval: float = 5.0
+    heartbeat_ttl: float = 20.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: str | None) -> WorkerSettings:
+        env = os.environ if env is None else env
+        broker = overrides.get("broker_url") or env.get("EXECUTIONER_BROKER_URL") or None
+        backend = overrides.get("result_backend") or env.get("EXECUTIONER_RESULT_BACKEND") or None
+        return cls(
+            broker_url=broker,
+            result_backend=backend,
+            visibility_timeout=_seconds(env, "EXECUTIONER_VISIBILITY_TIMEOUT", cls.visibility_timeout),
+            heartbeat_interval=_seconds(env, "EXECUTIONER_HEARTBEAT_INTERVAL", cls.heartbeat_interval),
+            heartbeat_ttl=_seconds(env, "EXECUTIONER_HEARTBEAT_TTL", cls.heartbeat_ttl),
+        )
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be greater than 0, got {raw!r}")
+    return value

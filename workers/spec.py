@@ -1,0 +1,144 @@
+"""What a worker is asked to run (``JobTask``) and what it reports back (``TryRecord``, ``JobResult``).
+
+Plain dataclasses with JSON round-trips: the same objects travel through the local pool as Python
+objects and through Celery/Redis as JSON (no pickle anywhere).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from workers.retry import RetryPolicy
+from workers.statuses import JobStatus
+
+OUTPUT_TAIL_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class JobTask:
+    run_id: int
+    attempt_id: int
+    job_id: str
+    command: str | tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    working_dir: str | None = None
+    timeout: float | None = None
+    queue: str = "default"
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Fencing token of the coordinator that dispatched it (see orchestrator.locks).
+    epoch: int = 0
+    # First try number this dispatch runs: >1 when the coordinator re-dispatches after a lost worker.
+    first_try: int = 1
+    # When the job's first try began (epoch seconds), carried across re-dispatches for max_retry_time.
+    first_started_at: float | None = None
+
+    @property
+    def key(self) -> str:
+        """Stable name of one job of one attempt (task ids, Redis keys, log lines)."""
+        return f"{self.run_id}.{self.attempt_id}.{self.job_id}"
+
+    def to_dict(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "attempt_id": self.attempt_id,
+            "job_id": self.job_id,
+            "command": list(self.command) if isinstance(self.command, tuple) else self.command,
+            "env": dict(self.env),
+            "working_dir": self.working_dir,
+            "timeout": self.timeout,
+            "queue": self.queue,
+            "retry": self.retry.to_dict(),
+            "epoch": self.epoch,
+            "first_try": self.first_try,
+            "first_started_at": self.first_started_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> JobTask:
+        command = data["command"]
+        return cls(
+            run_id=int(data["run_id"]),
+            attempt_id=int(data["attempt_id"]),
+            job_id=str(data["job_id"]),
+            command=tuple(command) if isinstance(command, list) else command,
+            env=dict(data.get("env") or {}),
+            working_dir=data.get("working_dir"),
+            timeout=data.get("timeout"),
+            queue=data.get("queue", "default"),
+            retry=RetryPolicy.from_dict(data.get("retry") or {}),
+            epoch=int(data.get("epoch", 0)),
+            first_try=int(data.get("first_try", 1)),
+            first_started_at=data.get("first_started_at"),
+        )
+
+
+@dataclass(slots=True)
+class TryRecord:
+    """One try of one job: every try is recorded, the successful one included."""
+
+    try_number: int
+    status: JobStatus
+    exit_code: int | None
+    start_time: float  # epoch seconds
+    end_time: float
+    worker: str
+    delay_before: float = 0.0
+    error: str | None = None  # why it could not start / was killed, in words
+    pid: int | None = None
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+
+    @property
+    def duration(self) -> float:
+        return max(0.0, self.end_time - self.start_time)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["status"] = str(self.status)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TryRecord:
+        return cls(**{**data, "status": JobStatus(data["status"])})
+
+
+@dataclass(slots=True)
+class JobResult:
+    """The outcome of one dispatch of a job: its tries, the last one deciding the status."""
+
+    run_id: int
+    attempt_id: int
+    job_id: str
+    tries: list[TryRecord]
+    epoch: int = 0
+
+    @property
+    def final(self) -> TryRecord:
+        return self.tries[-1]
+
+    @property
+    def status(self) -> JobStatus:
+        return self.final.status
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.final.exit_code
+
+    def to_dict(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "attempt_id": self.attempt_id,
+            "job_id": self.job_id,
+            "epoch": self.epoch,
+            "tries": [t.to_dict() for t in self.tries],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> JobResult:
+        return cls(
+            run_id=int(data["run_id"]),
+            attempt_id=int(data["attempt_id"]),
+            job_id=str(data["job_id"]),
+            epoch=int(data.get("epoch", 0)),
+            tries=[TryRecord.from_dict(t) for t in data["tries"]],
+        )
