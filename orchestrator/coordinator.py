@@ -238,7 +238,7 @@ class Coordinator:
             self._lost(event, live)
 
     def _started(self, event: TryStarted, live: _Live) -> None:
-        columns: dict[str, Any] = {"status": JobStatus.RUNNING, "worker": event.worker}
+        columns: dict[str, Any] = {"status": JobStatus.RUNNING, "worker": event.worker, "pid": event.pid}
         if live.first_started_at is None:
             live.first_started_at = event.at
             columns["start_time"] = ts(event.at)

@@ -18,6 +18,7 @@ from orchestrator.db.queries import RunRecord, get_run, load_run
 from orchestrator.db.recorder import AttemptRecorder, AttemptStart
 from orchestrator.db.repair import mark_interrupted
 from orchestrator.errors import RefusedError, UserError
+from orchestrator.executors.orphans import reap_orphans
 from orchestrator.loader import load_workflow, workflow_from_data
 from orchestrator.locks.base import LockOwner, RunLock
 from orchestrator.planner import Plan, PlanRequest, plan
@@ -192,7 +193,9 @@ def load_settled(ctx: Context, run_id: int) -> RunRecord:
     last = record.last_attempt
     if last is not None and last.status == AttemptStatus.RUNNING:
         with write_tx(ctx.engine) as conn:
-            mark_interrupted(conn, run_id, last.attempt_id)
+            in_flight = mark_interrupted(conn, run_id, last.attempt_id)
+        if last.executor == "local":
+            reap_orphans(run_id, last.attempt_id, in_flight)
         with read_tx(ctx.engine) as conn:
             record = load_run(conn, run_id)
     return record

@@ -98,6 +98,7 @@ def upgrade() -> None:
         sa.Column("exit_code", sa.Integer(), nullable=True),
         sa.Column("retry_count", sa.Integer(), nullable=False),
         sa.Column("worker", sa.String(length=255), nullable=True),
+        sa.Column("pid", sa.Integer(), nullable=True),
         sa.ForeignKeyConstraint(
             ["run_id", "attempt_id"],
             ["attempts.run_id", "attempts.attempt_id"],

@@ -20,6 +20,8 @@ class _Cli(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # usage errors: click prints them and exits 2
         except (UserError, LockedError) as exc:
             for text in exc.lines():
                 click.echo(f"executioner: {text}", err=True)
@@ -27,6 +29,9 @@ class _Cli(click.Group):
         except FencedError as exc:
             click.echo(f"executioner: stopped: {exc}", err=True)
             ctx.exit(1)
+        except BrokenPipeError:  # `executioner history 3 | head`: the reader left, so do we, quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(141)
         except KeyboardInterrupt:
             click.echo("executioner: interrupted", err=True)
             ctx.exit(130)

@@ -6,14 +6,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, select
+from sqlalchemy import JSON, Connection, Row, case, func, null, select, type_coerce
 
 from orchestrator.db.schema import attempts, audit_events, job_runs, job_tries, runs
 from orchestrator.errors import UnknownRunError
 from orchestrator.state import AuditAction, AuditFact, JobRowFact, RunState, derive_state
 from workers.statuses import JobStatus
 
-# Everything of an attempt but its (large) workflow snapshot, which only the newest attempt needs.
+# Everything of an attempt but its (large) workflow snapshot: only the newest attempt's is needed.
 _ATTEMPT_COLUMNS = [c for c in attempts.c if c.name != "workflow_snapshot"]
 
 
@@ -48,9 +48,14 @@ def get_run(conn: Connection, run_id: int) -> Row:
 
 def load_run(conn: Connection, run_id: int) -> RunRecord:
     run = get_run(conn, run_id)
+    newest = select(func.max(attempts.c.attempt_id)).where(attempts.c.run_id == run_id).scalar_subquery()
+    # The (large) workflow snapshot only of the newest attempt, in the same single query.
+    snapshot_col = case((attempts.c.attempt_id == newest, attempts.c.workflow_snapshot), else_=null())
     attempt_rows = list(
         conn.execute(
-            select(*_ATTEMPT_COLUMNS).where(attempts.c.run_id == run_id).order_by(attempts.c.attempt_id)
+            select(*_ATTEMPT_COLUMNS, type_coerce(snapshot_col, JSON).label("newest_snapshot"))
+            .where(attempts.c.run_id == run_id)
+            .order_by(attempts.c.attempt_id)
         )
     )
     facts = conn.execute(
@@ -78,13 +83,7 @@ def load_run(conn: Connection, run_id: int) -> RunRecord:
             ).where(audit_events.c.run_id == run_id)
         )
     ]
-    snapshot = None
-    if attempt_rows:
-        snapshot = conn.execute(
-            select(attempts.c.workflow_snapshot).where(
-                attempts.c.run_id == run_id, attempts.c.attempt_id == attempt_rows[-1].attempt_id
-            )
-        ).scalar_one()
+    snapshot = attempt_rows[-1].newest_snapshot if attempt_rows else None
     return RunRecord(run, attempt_rows, derive_state(rows, audits), snapshot)
 
 

@@ -6,6 +6,8 @@ expired) and, through the epoch bump of taking it, fences it out should it wake 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import Connection, case, func, select, update
 
 from orchestrator.db.schema import attempts, job_runs, utcnow
@@ -21,12 +23,29 @@ from workers.statuses import (
 _IN_FLIGHT = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
-def mark_interrupted(conn: Connection, run_id: int, attempt_id: int) -> bool:
-    """RUNNING attempt -> INTERRUPTED; its jobs in flight -> ERROR (interrupted). False if not RUNNING."""
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A job the dead coordinator had in flight: where it ran, to reap a process it may have left."""
+
+    job_id: str
+    worker: str | None
+    pid: int | None
+
+
+def mark_interrupted(conn: Connection, run_id: int, attempt_id: int) -> list[InFlight]:
+    """RUNNING attempt -> INTERRUPTED; its jobs in flight -> ERROR (interrupted). Returns those jobs."""
     status = check_attempt_transition(AttemptStatus.RUNNING, AttemptStatus.INTERRUPTED)
     for before in _IN_FLIGHT:
         check_job_transition(before, JobStatus.ERROR)
     where_job = (job_runs.c.run_id == run_id) & (job_runs.c.attempt_id == attempt_id)
+    in_flight = [
+        InFlight(r.job_id, r.worker, r.pid)
+        for r in conn.execute(
+            select(job_runs.c.job_id, job_runs.c.worker, job_runs.c.pid).where(
+                where_job, job_runs.c.status.in_(_IN_FLIGHT)
+            )
+        )
+    ]
     conn.execute(
         update(job_runs)
         .where(where_job, job_runs.c.status.in_(_IN_FLIGHT))
@@ -48,7 +67,7 @@ def mark_interrupted(conn: Connection, run_id: int, attempt_id: int) -> bool:
             func.sum(case((s.in_([JobStatus.SKIPPED, JobStatus.UPSTREAM_FAILED]), 1), else_=0)),
         ).where(where_job)
     ).one()
-    done = conn.execute(
+    conn.execute(
         update(attempts)
         .where(
             attempts.c.run_id == run_id,
@@ -62,5 +81,5 @@ def mark_interrupted(conn: Connection, run_id: int, attempt_id: int) -> bool:
             failed_jobs=totals[2] or 0,
             skipped_jobs=totals[3] or 0,
         )
-    ).rowcount
-    return bool(done)
+    )
+    return in_flight

@@ -122,6 +122,7 @@ job_runs = Table(
     Column("exit_code", Integer),
     Column("retry_count", Integer, nullable=False, default=0),
     Column("worker", String(255)),
+    Column("pid", Integer),  # of the running try (local executor), to reap it if its coordinator dies
     ForeignKeyConstraint(["run_id", "attempt_id"], ["attempts.run_id", "attempts.attempt_id"]),
 )
 

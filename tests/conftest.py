@@ -1,0 +1,141 @@
+"""Shared fixtures: an isolated EXECUTIONER_HOME, the installed CLI in a subprocess, workflow files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+EXECUTIONER = str(Path(sys.executable).parent / "executioner")
+_SETTINGS_VARS = (
+    "EXECUTIONER_HOME",
+    "EXECUTIONER_DATABASE_URL",
+    "EXECUTIONER_BROKER_URL",
+    "EXECUTIONER_RESULT_BACKEND",
+    "EXECUTIONER_LOCK_URLS",
+    "EXECUTIONER_LEASE_TTL",
+)
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self):
+        return json.loads(self.out)
+
+    def __str__(self) -> str:  # shown by pytest when an assertion on a Result fails
+        return f"exit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for var in _SETTINGS_VARS:
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def home(tmp_path, clean_env, monkeypatch) -> Path:
+    path = tmp_path / "home"
+    monkeypatch.setenv("EXECUTIONER_HOME", str(path))
+    return path
+
+
+class Cli:
+    """Runs the installed ``executioner`` command like a user would."""
+
+    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+        self.cwd, self.env = cwd, env
+
+    def __call__(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Result:
+        proc = subprocess.run(
+            [EXECUTIONER, *map(str, args)],
+            cwd=self.cwd,
+            env={**os.environ, **self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        return subprocess.Popen(
+            [EXECUTIONER, *map(str, args)],
+            cwd=self.cwd,
+            env={**os.environ, **self.env, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+
+@pytest.fixture
+def database_url(home) -> str:
+    """The history database the CLI tests use; the PostgreSQL suite overrides this fixture."""
+    return f"sqlite:///{home / 'executioner.db'}"
+
+
+@pytest.fixture
+def cli(tmp_path, home, database_url) -> Cli:
+    return Cli(tmp_path, {"EXECUTIONER_HOME": str(home), "EXECUTIONER_DATABASE_URL": database_url})
+
+
+class Workdir:
+    """A scratch folder with a ledger: every job appends its id, so tests see what really ran."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.ledger = root / "ledger"
+
+    def job(self, job_id: str, deps=(), command: str | None = None, **fields) -> dict:
+        cmd = f"echo {job_id} >> {self.ledger}"
+        if command:
+            cmd = f"{cmd} && {command}"
+        return {"id": job_id, "command": cmd, "dependencies": list(deps), **fields}
+
+    def workflow(self, jobs: list[dict], name: str = "wf.yaml", **top) -> Path:
+        path = self.root / name
+        data = {"application_name": top.pop("application_name", "test_app"), **top, "jobs": jobs}
+        path.write_text(json.dumps(data) if name.endswith(".json") else yaml.safe_dump(data))
+        return path
+
+    def ran(self) -> list[str]:
+        return self.ledger.read_text().split() if self.ledger.exists() else []
+
+    def clear(self) -> None:
+        self.ledger.unlink(missing_ok=True)
+
+    def flag(self, name: str) -> Path:
+        return self.root / f"{name}.flag"
+
+
+@pytest.fixture
+def work(tmp_path) -> Workdir:
+    return Workdir(tmp_path)
+
+
+def require_binary(name: str) -> str:
+    """Path of a server binary; skip without it on a developer's box, fail in CI (never pass by skip)."""
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        for extra in ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/sbin"):
+            candidate = Path(extra) / name
+            if candidate.exists():
+                path = str(candidate)
+                break
+    if path is None:
+        message = f"{name} is not installed"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{message}, and CI must not pass by skipping", pytrace=False)
+        pytest.skip(message)
+    return path
