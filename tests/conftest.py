@@ -139,3 +139,11 @@ def require_binary(name: str) -> str:
             pytest.fail(f"{message}, and CI must not pass by skipping", pytrace=False)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(params=["local"])
+def ex(request, cli) -> Cli:
+    """The CLI bound to one executor; the restart suite runs once per executor."""
+    if request.param == "local":
+        return cli
+    raise AssertionError(request.param)

@@ -35,8 +35,11 @@ def test_every_kind_is_listed():
 
 
 def test_changed_definition_of_a_succeeded_job_is_refused_with_before_and_after():
-    new = wf({"id": "a", "command": "echo A"}, {"id": "b", "command": "echo b", "dependencies": ["a"]},
-             {"id": "c", "command": "echo c", "dependencies": ["b"]})
+    new = wf(
+        {"id": "a", "command": "echo A"},
+        {"id": "b", "command": "echo b", "dependencies": ["a"]},
+        {"id": "c", "command": "echo c", "dependencies": ["b"]},
+    )
     verdict = judge_changes(diff_workflows(OLD, new), A_OK)
     assert not verdict.ok
     (line,) = verdict.refusal_lines()
@@ -44,8 +47,11 @@ def test_changed_definition_of_a_succeeded_job_is_refused_with_before_and_after(
 
 
 def test_changed_definition_of_a_job_that_did_not_succeed_is_allowed():
-    new = wf({"id": "a", "command": "echo a"}, {"id": "b", "command": "echo B", "dependencies": ["a"]},
-             {"id": "c", "command": "echo c", "dependencies": ["b"]})
+    new = wf(
+        {"id": "a", "command": "echo a"},
+        {"id": "b", "command": "echo B", "dependencies": ["a"]},
+        {"id": "c", "command": "echo c", "dependencies": ["b"]},
+    )
     verdict = judge_changes(diff_workflows(OLD, new), A_OK)
     assert verdict.ok and verdict.records()[0]["allowed_by"] == AllowedBy.RULE
 
@@ -59,8 +65,11 @@ def test_force_allows_everything_and_is_recorded():
 
 
 def test_rerun_changed_allows_definitions_only():
-    new = wf({"id": "a", "command": "echo A"}, {"id": "b", "command": "echo b", "dependencies": ["a"]},
-             {"id": "c", "command": "echo c", "dependencies": ["b"]})
+    new = wf(
+        {"id": "a", "command": "echo A"},
+        {"id": "b", "command": "echo b", "dependencies": ["a"]},
+        {"id": "c", "command": "echo c", "dependencies": ["b"]},
+    )
     verdict = judge_changes(diff_workflows(OLD, new), A_OK, rerun_changed=True)
     assert verdict.ok and verdict.rerun == {"a"}
     removed = wf({"id": "a", "command": "echo A"})
@@ -68,7 +77,10 @@ def test_rerun_changed_allows_definitions_only():
 
 
 def test_new_jobs_are_allowed():
-    new = wf({"id": "a", "command": "echo a"}, {"id": "b", "command": "echo b", "dependencies": ["a"]},
-             {"id": "c", "command": "echo c", "dependencies": ["b"]}, {"id": "n", "command": "x",
-                                                                       "dependencies": ["c"]})
+    new = wf(
+        {"id": "a", "command": "echo a"},
+        {"id": "b", "command": "echo b", "dependencies": ["a"]},
+        {"id": "c", "command": "echo c", "dependencies": ["b"]},
+        {"id": "n", "command": "x", "dependencies": ["c"]},
+    )
     assert judge_changes(diff_workflows(OLD, new), A_OK).ok

@@ -7,19 +7,36 @@ import json
 import pytest
 
 BAD_WORKFLOWS = {
-    "unknown key": ({"application_name": "a", "jobs": [{"id": "a", "command": "x", "retries": 1}]},
-                    "job 'a': field 'retries': unknown key"),
-    "duplicate id": ({"application_name": "a", "jobs": [{"id": "a", "command": "x"}, {"id": "a", "command": "y"}]},
-                     "job 'a': field 'id': duplicate job id"),
-    "unknown dependency": ({"application_name": "a", "jobs": [{"id": "a", "command": "x", "dependencies": ["q"]}]},
-                           "job 'a': field 'dependencies': unknown job 'q'"),
-    "cycle": ({"application_name": "a", "jobs": [{"id": "a", "command": "x", "dependencies": ["b"]},
-                                                  {"id": "b", "command": "x", "dependencies": ["a"]}]},
-              "dependency cycle: "),
-    "bad type": ({"application_name": "a", "jobs": [{"id": "a", "command": "x", "timeout": "soon"}]},
-                 "job 'a': field 'timeout': must be a number"),
-    "negative": ({"application_name": "a", "jobs": [{"id": "a", "command": "x", "retry_delay": -3}]},
-                 "job 'a': field 'retry_delay': must not be negative"),
+    "unknown key": (
+        {"application_name": "a", "jobs": [{"id": "a", "command": "x", "retries": 1}]},
+        "job 'a': field 'retries': unknown key",
+    ),
+    "duplicate id": (
+        {"application_name": "a", "jobs": [{"id": "a", "command": "x"}, {"id": "a", "command": "y"}]},
+        "job 'a': field 'id': duplicate job id",
+    ),
+    "unknown dependency": (
+        {"application_name": "a", "jobs": [{"id": "a", "command": "x", "dependencies": ["q"]}]},
+        "job 'a': field 'dependencies': unknown job 'q'",
+    ),
+    "cycle": (
+        {
+            "application_name": "a",
+            "jobs": [
+                {"id": "a", "command": "x", "dependencies": ["b"]},
+                {"id": "b", "command": "x", "dependencies": ["a"]},
+            ],
+        },
+        "dependency cycle: ",
+    ),
+    "bad type": (
+        {"application_name": "a", "jobs": [{"id": "a", "command": "x", "timeout": "soon"}]},
+        "job 'a': field 'timeout': must be a number",
+    ),
+    "negative": (
+        {"application_name": "a", "jobs": [{"id": "a", "command": "x", "retry_delay": -3}]},
+        "job 'a': field 'retry_delay': must not be negative",
+    ),
     "missing name": ({"jobs": [{"id": "a", "command": "x"}]}, "field 'application_name': is required"),
 }
 
@@ -59,8 +76,14 @@ def test_validate_json_lists_problems(cli, work):
 def test_missing_file_and_unknown_ids(cli, work):
     r = cli("run", work.root / "nope.yaml")
     assert r.code == 2 and "file not found" in r.err
-    for args in (("status", 9), ("history", 9), ("resume", 9), ("logs", 9, "a"), ("mark-success", 9, "a"),
-                 ("rollback", 9, "a")):
+    for args in (
+        ("status", 9),
+        ("history", 9),
+        ("resume", 9),
+        ("logs", 9, "a"),
+        ("mark-success", 9, "a"),
+        ("rollback", 9, "a"),
+    ):
         r = cli(*args)
         assert r.code == 2 and "run 9 does not exist" in r.err and "Traceback" not in r.err, (args, r)
     wf = work.workflow([work.job("a")])
@@ -68,8 +91,12 @@ def test_missing_file_and_unknown_ids(cli, work):
     assert r.code == 2 and "'zzz'" in r.err
     assert cli("runs", "--json").json() == {"runs": []}
     assert cli("run", wf).code == 0
-    for args in (("mark-success", 1, "zzz"), ("rollback", 1, "zzz"), ("resume", 1, "--from-job", "zzz"),
-                 ("history", 1, "--job", "zzz")):
+    for args in (
+        ("mark-success", 1, "zzz"),
+        ("rollback", 1, "zzz"),
+        ("resume", 1, "--from-job", "zzz"),
+        ("history", 1, "--job", "zzz"),
+    ):
         r = cli(*args)
         assert r.code == 2 and "zzz" in r.err, (args, r)
 

@@ -10,13 +10,15 @@ import pytest
 
 
 def test_a_failing_job_fails_its_descendants_while_independent_branches_finish(cli, work):
-    wf = work.workflow([
-        work.job("extract"),
-        work.job("transform", ["extract"], command="exit 3"),
-        work.job("load", ["transform"]),
-        work.job("side", ["extract"]),
-        work.job("lone"),
-    ])
+    wf = work.workflow(
+        [
+            work.job("extract"),
+            work.job("transform", ["extract"], command="exit 3"),
+            work.job("load", ["transform"]),
+            work.job("side", ["extract"]),
+            work.job("lone"),
+        ]
+    )
     r = cli("run", wf, "--json")
     assert r.code == 1, r
     out = r.json()
@@ -30,7 +32,7 @@ def test_a_failing_job_fails_its_descendants_while_independent_branches_finish(c
 
 def test_retries_until_success_keep_three_try_records(cli, work):
     counter = work.root / "count"
-    cmd = f'n=$(cat {counter} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {counter}; [ $n -ge 3 ]'
+    cmd = f"n=$(cat {counter} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {counter}; [ $n -ge 3 ]"
     wf = work.workflow([work.job("flaky", command=cmd, max_retries=3)])
     r = cli("run", wf, "--json")
     assert r.code == 0, r
@@ -38,7 +40,10 @@ def test_retries_until_success_keep_three_try_records(cli, work):
     h = cli("history", 1, "--json").json()
     (row,) = h["rows"]
     assert [(t["try"], t["status"], t["exit_code"]) for t in row["retry_history"]] == [
-        (1, "FAILED", 1), (2, "FAILED", 1), (3, "SUCCESS", 0)]
+        (1, "FAILED", 1),
+        (2, "FAILED", 1),
+        (3, "SUCCESS", 0),
+    ]
     assert row["retry_count"] == 2 and row["worker"]
     assert all(t["start_time"] and t["end_time"] for t in row["retry_history"])
 
@@ -62,10 +67,16 @@ def test_a_timeout_kills_the_background_child_too(cli, work):
 
 
 def test_env_vars_reach_the_job_and_logs_show_its_output(cli, work):
-    wf = work.workflow([{
-        "id": "show", "command": 'echo "$GREETING run=$EXECUTIONER_RUN_ID attempt=$EXECUTIONER_ATTEMPT_ID '
-                                 'job=$EXECUTIONER_JOB_ID try=$EXECUTIONER_TRY"; echo oops >&2',
-        "env": {"GREETING": "hello"}}])
+    wf = work.workflow(
+        [
+            {
+                "id": "show",
+                "command": 'echo "$GREETING run=$EXECUTIONER_RUN_ID attempt=$EXECUTIONER_ATTEMPT_ID '
+                'job=$EXECUTIONER_JOB_ID try=$EXECUTIONER_TRY"; echo oops >&2',
+                "env": {"GREETING": "hello"},
+            }
+        ]
+    )
     assert cli("run", wf).code == 0
     logs = cli("logs", 1, "show")
     assert logs.code == 0
@@ -117,18 +128,54 @@ def test_status_runs_and_history_json_shapes(cli, work):
     st = cli("status", 1, "--json").json()
     assert set(st) >= {"run_id", "application_name", "status", "attempts", "jobs", "next_attempt"}
     (att,) = st["attempts"]
-    assert set(att) >= {"attempt_id", "status", "start_time", "end_time", "total_jobs", "successful_jobs",
-                        "failed_jobs", "skipped_jobs", "config_hash", "triggered_by", "trigger_reason"}
-    assert (att["total_jobs"], att["successful_jobs"], att["failed_jobs"], att["skipped_jobs"]) == (2, 1, 1, 0)
-    assert st["jobs"]["b"] == {"status": "FAILED", "attempt_id": 1, "exit_code": 1, "retry_count": 0,
-                               "marked": False}
-    assert st["next_attempt"] == {"attempt_id": 2, "will_run": ["b"], "will_skip": ["a"],
-                                  "reasons": {"a": "already_succeeded", "b": "not_succeeded"}}
+    assert set(att) >= {
+        "attempt_id",
+        "status",
+        "start_time",
+        "end_time",
+        "total_jobs",
+        "successful_jobs",
+        "failed_jobs",
+        "skipped_jobs",
+        "config_hash",
+        "triggered_by",
+        "trigger_reason",
+    }
+    assert (att["total_jobs"], att["successful_jobs"], att["failed_jobs"], att["skipped_jobs"]) == (
+        2,
+        1,
+        1,
+        0,
+    )
+    assert st["jobs"]["b"] == {
+        "status": "FAILED",
+        "attempt_id": 1,
+        "exit_code": 1,
+        "retry_count": 0,
+        "marked": False,
+    }
+    assert st["next_attempt"] == {
+        "attempt_id": 2,
+        "will_run": ["b"],
+        "will_skip": ["a"],
+        "reasons": {"a": "already_succeeded", "b": "not_succeeded"},
+    }
     h = cli("history", 1, "--json").json()
     assert h["run_id"] == 1
     for row in h["rows"]:
-        assert set(row) >= {"attempt_id", "job_id", "status", "reason", "exit_code", "start_time", "end_time",
-                            "duration", "retry_count", "retry_history", "worker"}
+        assert set(row) >= {
+            "attempt_id",
+            "job_id",
+            "status",
+            "reason",
+            "exit_code",
+            "start_time",
+            "end_time",
+            "duration",
+            "retry_count",
+            "retry_history",
+            "worker",
+        }
         assert set(row["retry_history"][0]) >= {"try", "status", "exit_code", "start_time", "end_time"}
     only_b = cli("history", 1, "--job", "b", "--json").json()["rows"]
     assert [r["job_id"] for r in only_b] == ["b"]
@@ -138,8 +185,10 @@ def test_max_parallel_caps_jobs_in_flight(cli, work):
     # Each job records how many are running when it starts; with --max-parallel 2 never more than 2.
     running = work.root / "running"
     running.mkdir()
-    cmd = (f'touch {running}/$EXECUTIONER_JOB_ID; ls {running} | wc -l >> {work.root}/seen; sleep 0.2; '
-           f'rm {running}/$EXECUTIONER_JOB_ID')
+    cmd = (
+        f"touch {running}/$EXECUTIONER_JOB_ID; ls {running} | wc -l >> {work.root}/seen; sleep 0.2; "
+        f"rm {running}/$EXECUTIONER_JOB_ID"
+    )
     wf = work.workflow([{"id": f"j{i}", "command": cmd} for i in range(8)])
     assert cli("run", wf, "--max-parallel", "2").code == 0
     seen = [int(x) for x in (work.root / "seen").read_text().split()]
@@ -149,8 +198,10 @@ def test_max_parallel_caps_jobs_in_flight(cli, work):
 def test_the_workflow_max_parallel_caps_the_flag(cli, work):
     running = work.root / "running"
     running.mkdir()
-    cmd = (f'touch {running}/$EXECUTIONER_JOB_ID; ls {running} | wc -l >> {work.root}/seen; sleep 0.2; '
-           f'rm {running}/$EXECUTIONER_JOB_ID')
+    cmd = (
+        f"touch {running}/$EXECUTIONER_JOB_ID; ls {running} | wc -l >> {work.root}/seen; sleep 0.2; "
+        f"rm {running}/$EXECUTIONER_JOB_ID"
+    )
     wf = work.workflow([{"id": f"j{i}", "command": cmd} for i in range(6)], max_parallel=1)
     assert cli("run", wf, "--max-parallel", "4").code == 0
     assert max(int(x) for x in (work.root / "seen").read_text().split()) == 1
@@ -159,8 +210,12 @@ def test_the_workflow_max_parallel_caps_the_flag(cli, work):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_cancels_running_jobs_and_exits_130(cli, work, sig):
     pidfile = work.root / "job.pid"
-    wf = work.workflow([{"id": "long", "command": f"echo $$ > {pidfile}; sleep 300"},
-                        {"id": "after", "command": "true", "dependencies": ["long"]}])
+    wf = work.workflow(
+        [
+            {"id": "long", "command": f"echo $$ > {pidfile}; sleep 300"},
+            {"id": "after", "command": "true", "dependencies": ["long"]},
+        ]
+    )
     proc = cli.popen("run", wf, "--json")
     assert _wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 30)
     job_pid = int(pidfile.read_text())

@@ -33,19 +33,34 @@ def ctx(tmp_path, clean_env):
 
 def workflow(edges: dict[str, list[str]]):
     return workflow_from_data(
-        {"application_name": "app",
-         "jobs": [{"id": j, "command": "true", "dependencies": d} for j, d in edges.items()]}
+        {
+            "application_name": "app",
+            "jobs": [{"id": j, "command": "true", "dependencies": d} for j, d in edges.items()],
+        }
     )
 
 
 def run_attempt(ctx, wf, outcome, *, request=None, state=None, run_id=None, lock=None, attempt_id=1):
     request, state = request or PlanRequest(), state or RunState()
     dag = Dag(wf.jobs)
-    start = AttemptStart(wf, plan(wf, dag, state, request), LockOwner("test"), "stub", run_id=run_id,
-                         attempt_id=attempt_id, parent_attempt_id=attempt_id - 1 or None)
+    start = AttemptStart(
+        wf,
+        plan(wf, dag, state, request),
+        LockOwner("test"),
+        "stub",
+        run_id=run_id,
+        attempt_id=attempt_id,
+        parent_attempt_id=attempt_id - 1 or None,
+    )
     executor = StubExecutor(outcome)
-    coordinator = Coordinator(start=start, dag=dag, executor=executor, locks=ctx.locks,
-                              recorder=AttemptRecorder(ctx.engine), lock=lock)
+    coordinator = Coordinator(
+        start=start,
+        dag=dag,
+        executor=executor,
+        locks=ctx.locks,
+        recorder=AttemptRecorder(ctx.engine),
+        lock=lock,
+    )
     result = coordinator.run()
     if lock is None and coordinator.lock is not None:
         coordinator.lock.release()
@@ -62,8 +77,13 @@ DAG = {"a": [], "b": ["a"], "c": ["b"], "side": ["a"], "lone": []}
 def test_failure_marks_descendants_and_independent_branches_finish(ctx):
     result, executor = run_attempt(ctx, workflow(DAG), fail("b"))
     statuses = {j: o.status for j, o in result.jobs.items()}
-    assert statuses == {"a": JobStatus.SUCCESS, "b": JobStatus.FAILED, "c": JobStatus.UPSTREAM_FAILED,
-                        "side": JobStatus.SUCCESS, "lone": JobStatus.SUCCESS}
+    assert statuses == {
+        "a": JobStatus.SUCCESS,
+        "b": JobStatus.FAILED,
+        "c": JobStatus.UPSTREAM_FAILED,
+        "side": JobStatus.SUCCESS,
+        "lone": JobStatus.SUCCESS,
+    }
     assert "c" not in [t.job_id for t in executor.submitted]
     assert result.status is AttemptStatus.FAILED and result.exit_code == 1
     assert (result.totals.successful_jobs, result.totals.failed_jobs, result.totals.skipped_jobs) == (3, 1, 1)
@@ -80,8 +100,16 @@ def test_resume_writes_attempt_two_and_runs_only_what_is_left(ctx):
     with read_tx(ctx.engine) as conn:
         record = load_run(conn, first.run_id)
     with ctx.locks.acquire(first.run_id, LockOwner("resume")) as lock:
-        second, executor = run_attempt(ctx, wf, fail(), request=PlanRequest(resume=True), state=record.state,
-                                       run_id=first.run_id, lock=lock, attempt_id=2)
+        second, executor = run_attempt(
+            ctx,
+            wf,
+            fail(),
+            request=PlanRequest(resume=True),
+            state=record.state,
+            run_id=first.run_id,
+            lock=lock,
+            attempt_id=2,
+        )
     assert [t.job_id for t in executor.submitted] == ["b", "c"]
     assert second.status is AttemptStatus.SUCCESS and second.totals.successful_jobs == 5
     with read_tx(ctx.engine) as conn:
@@ -95,8 +123,10 @@ def test_resume_writes_attempt_two_and_runs_only_what_is_left(ctx):
 def test_random_dags_follow_the_dependency_rule(ctx, data):
     n = data.draw(st.integers(1, 12))
     ids = [f"j{i}" for i in range(n)]
-    edges = {j: sorted(data.draw(st.sets(st.sampled_from(ids[:i]), max_size=3))) if i else []
-             for i, j in enumerate(ids)}
+    edges = {
+        j: sorted(data.draw(st.sets(st.sampled_from(ids[:i]), max_size=3))) if i else []
+        for i, j in enumerate(ids)
+    }
     failing = data.draw(st.sets(st.sampled_from(ids)))
     result, executor = run_attempt(ctx, workflow(edges), fail(*failing))
     ran = {t.job_id for t in executor.submitted}

@@ -51,8 +51,12 @@ def test_hash_changes_with_meaning():
 
 def test_snapshot_round_trips():
     w = workflow_from_data(
-        wf({"id": "a", "command": ["ls", "-l"], "retry_on_exit_codes": [3], "timeout": 5},
-           {"id": "b", "command": "x", "dependencies": ["a"]}, max_parallel=3, schedule="*/5 * * * *")
+        wf(
+            {"id": "a", "command": ["ls", "-l"], "retry_on_exit_codes": [3], "timeout": 5},
+            {"id": "b", "command": "x", "dependencies": ["a"]},
+            max_parallel=3,
+            schedule="*/5 * * * *",
+        )
     )
     again = workflow_from_data(w.snapshot())
     assert again.snapshot() == w.snapshot() and again.config_hash == w.config_hash
@@ -63,8 +67,14 @@ def test_snapshot_round_trips():
     [
         (wf({"id": "a", "command": "x", "colour": "red"}), "wf.yaml: job 'a': field 'colour': unknown key"),
         (wf({"id": "a", "command": "x"}, colour=1), "wf.yaml: field 'colour': unknown key"),
-        (wf({"id": "a", "command": "x"}, {"id": "a", "command": "y"}), "job 'a': field 'id': duplicate job id"),
-        (wf({"id": "a", "command": "x", "dependencies": ["zz"]}), "job 'a': field 'dependencies': unknown job 'zz'"),
+        (
+            wf({"id": "a", "command": "x"}, {"id": "a", "command": "y"}),
+            "job 'a': field 'id': duplicate job id",
+        ),
+        (
+            wf({"id": "a", "command": "x", "dependencies": ["zz"]}),
+            "job 'a': field 'dependencies': unknown job 'zz'",
+        ),
         (wf({"id": "a b", "command": "x"}), "job '#1': field 'id': must match"),
         (wf({"command": "x"}), "job '#1': field 'id': is required"),
         (wf({"id": "a"}), "job 'a': field 'command': is required"),
@@ -72,7 +82,10 @@ def test_snapshot_round_trips():
         (wf({"id": "a", "command": [1, 2]}), "job 'a': field 'command'"),
         (wf({"id": "a", "command": "x", "timeout": -1}), "job 'a': field 'timeout': must be greater than 0"),
         (wf({"id": "a", "command": "x", "timeout": "10"}), "job 'a': field 'timeout': must be a number"),
-        (wf({"id": "a", "command": "x", "max_retries": -2}), "job 'a': field 'max_retries': must not be negative"),
+        (
+            wf({"id": "a", "command": "x", "max_retries": -2}),
+            "job 'a': field 'max_retries': must not be negative",
+        ),
         (wf({"id": "a", "command": "x", "max_retries": 1.5}), "field 'max_retries': must be a whole number"),
         (wf({"id": "a", "command": "x", "max_retries": True}), "field 'max_retries': must be a whole number"),
         (wf({"id": "a", "command": "x", "retry_delay": -1}), "field 'retry_delay': must not be negative"),
@@ -85,7 +98,10 @@ def test_snapshot_round_trips():
         (wf({"id": "a", "command": "x", "env": ["A=1"]}), "job 'a': field 'env': must be a mapping"),
         (wf({"id": "a", "command": "x", "env": {"A": [1]}}), "job 'a': field 'env': value of A"),
         (wf({"id": "a", "command": "x", "working_dir": 5}), "job 'a': field 'working_dir'"),
-        (wf({"id": "a", "command": "x", "dependencies": "b"}), "job 'a': field 'dependencies': must be a list"),
+        (
+            wf({"id": "a", "command": "x", "dependencies": "b"}),
+            "job 'a': field 'dependencies': must be a list",
+        ),
         (wf({"id": "a", "command": "x"}, max_parallel=0), "field 'max_parallel'"),
         (wf({"id": "a", "command": "x"}, defaults={"id": "z"}), "field 'defaults': unknown key 'id'"),
         (wf({"id": "a", "command": "x"}, defaults={"dependencies": []}), "field 'defaults'"),
@@ -104,12 +120,14 @@ def test_every_rule_names_file_job_and_field(data, expected):
 
 
 def test_cycle_is_reported_with_its_path():
-    lines = problems(wf(
-        {"id": "a", "command": "x", "dependencies": ["c"]},
-        {"id": "b", "command": "x", "dependencies": ["a"]},
-        {"id": "c", "command": "x", "dependencies": ["b"]},
-        {"id": "d", "command": "x"},
-    ))
+    lines = problems(
+        wf(
+            {"id": "a", "command": "x", "dependencies": ["c"]},
+            {"id": "b", "command": "x", "dependencies": ["a"]},
+            {"id": "c", "command": "x", "dependencies": ["b"]},
+            {"id": "d", "command": "x"},
+        )
+    )
     assert len(lines) == 1
     path = lines[0].split("dependency cycle: ")[1]
     nodes = path.split(" -> ")
@@ -144,15 +162,33 @@ def test_unreadable_and_malformed_files(tmp_path):
 
 
 def test_retry_fields_reach_the_policy():
-    w = workflow_from_data(wf({"id": "a", "command": "x", "max_retries": 2, "retry_delay": 1,
-                               "retry_on_status": ["FAILED"], "retry_on_exit_codes": [1, 2]}))
+    w = workflow_from_data(
+        wf(
+            {
+                "id": "a",
+                "command": "x",
+                "max_retries": 2,
+                "retry_delay": 1,
+                "retry_on_status": ["FAILED"],
+                "retry_on_exit_codes": [1, 2],
+            }
+        )
+    )
     p = w.jobs["a"].retry
     assert p.max_retries == 2 and p.retry_delay == 1
     assert p.retry_on_status == {JobStatus.FAILED} and p.retry_on_exit_codes == {1, 2}
 
 
 def test_schedule_fields():
-    w = workflow_from_data(wf({"id": "a", "command": "x"}, schedule="0 2 * * *", timezone="Europe/Paris",
-                              schedule_overlap="allow", schedule_catchup="all", schedule_catchup_limit=3))
+    w = workflow_from_data(
+        wf(
+            {"id": "a", "command": "x"},
+            schedule="0 2 * * *",
+            timezone="Europe/Paris",
+            schedule_overlap="allow",
+            schedule_catchup="all",
+            schedule_catchup_limit=3,
+        )
+    )
     assert w.schedule.cron == "0 2 * * *" and w.schedule.timezone == "Europe/Paris"
     assert (w.schedule.overlap, w.schedule.catchup, w.schedule.catchup_limit) == ("allow", "all", 3)

@@ -11,8 +11,10 @@ from workers.statuses import JobStatus, RunReason, SkipReason
 
 
 def wf(edges: dict[str, list[str]]):
-    data = {"application_name": "app",
-            "jobs": [{"id": j, "command": "true", "dependencies": d} for j, d in edges.items()]}
+    data = {
+        "application_name": "app",
+        "jobs": [{"id": j, "command": "true", "dependencies": d} for j, d in edges.items()],
+    }
     w = workflow_from_data(data)
     return w, Dag(w.jobs)
 
@@ -103,8 +105,16 @@ def test_failed_only_never_runs_a_job_whose_ancestor_is_unsatisfied():
 
 # -- properties on random DAGs and random prior states ---------------------------------------------
 
-STATUS_CHOICES = [JobStatus.SUCCESS, JobStatus.FAILED, JobStatus.ERROR, JobStatus.TIMEOUT,
-                  JobStatus.UPSTREAM_FAILED, JobStatus.CANCELLED, JobStatus.PENDING, JobStatus.RUNNING]
+STATUS_CHOICES = [
+    JobStatus.SUCCESS,
+    JobStatus.FAILED,
+    JobStatus.ERROR,
+    JobStatus.TIMEOUT,
+    JobStatus.UPSTREAM_FAILED,
+    JobStatus.CANCELLED,
+    JobStatus.PENDING,
+    JobStatus.RUNNING,
+]
 
 
 @st.composite
@@ -112,11 +122,13 @@ def scenarios(draw):
     n = draw(st.integers(1, 14))
     ids = [f"j{i}" for i in range(n)]
     edges = {
-        j: sorted(draw(st.sets(st.sampled_from(ids[:i]), max_size=3)) if i else [])
-        for i, j in enumerate(ids)
+        j: sorted(draw(st.sets(st.sampled_from(ids[:i]), max_size=3)) if i else []) for i, j in enumerate(ids)
     }
-    prior = {j: JobState(draw(st.sampled_from(STATUS_CHOICES)), 1, marked=draw(st.booleans()))
-             for j in ids if draw(st.booleans())}
+    prior = {
+        j: JobState(draw(st.sampled_from(STATUS_CHOICES)), 1, marked=draw(st.booleans()))
+        for j in ids
+        if draw(st.booleans())
+    }
     prior = {j: s if s.status is JobStatus.SUCCESS else JobState(s.status, 1) for j, s in prior.items()}
     request = PlanRequest(
         resume=draw(st.booleans()),

@@ -65,16 +65,29 @@ def test_exit_code_filter_applies_to_failed_tries_only():
 def test_success_and_cancelled_are_final():
     policy = RetryPolicy(max_retries=5)
     for status in (JobStatus.SUCCESS, JobStatus.CANCELLED):
-        assert not decide(policy, status=status, exit_code=0, try_number=1,
-                          elapsed_since_first_start=0, jitter_sample=0).retry
+        assert not decide(
+            policy, status=status, exit_code=0, try_number=1, elapsed_since_first_start=0, jitter_sample=0
+        ).retry
 
 
 def test_max_retry_time_forbids_late_retries():
     policy = RetryPolicy(max_retries=5, retry_delay=10, max_retry_time=30)
-    early = decide(policy, status=JobStatus.FAILED, exit_code=1, try_number=1,
-                   elapsed_since_first_start=5, jitter_sample=0)
-    late = decide(policy, status=JobStatus.FAILED, exit_code=1, try_number=2,
-                  elapsed_since_first_start=25, jitter_sample=0)
+    early = decide(
+        policy,
+        status=JobStatus.FAILED,
+        exit_code=1,
+        try_number=1,
+        elapsed_since_first_start=5,
+        jitter_sample=0,
+    )
+    late = decide(
+        policy,
+        status=JobStatus.FAILED,
+        exit_code=1,
+        try_number=2,
+        elapsed_since_first_start=25,
+        jitter_sample=0,
+    )
     assert early.retry and early.delay == 10
     assert not late.retry and "max_retry_time" in late.why
 

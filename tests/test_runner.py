@@ -24,8 +24,13 @@ def test_list_commands_are_execed_without_a_shell():
 
 
 def test_environment_and_working_dir(tmp_path):
-    r = run_job(task('echo "$EXECUTIONER_RUN_ID $EXECUTIONER_ATTEMPT_ID $EXECUTIONER_JOB_ID $EXECUTIONER_TRY $K"; pwd',
-                     env={"K": "v"}, working_dir=str(tmp_path)))
+    r = run_job(
+        task(
+            'echo "$EXECUTIONER_RUN_ID $EXECUTIONER_ATTEMPT_ID $EXECUTIONER_JOB_ID $EXECUTIONER_TRY $K"; pwd',
+            env={"K": "v"},
+            working_dir=str(tmp_path),
+        )
+    )
     assert r.final.stdout_tail == f"7 2 j 1 v\n{tmp_path}\n"
 
 
@@ -74,10 +79,13 @@ def test_output_keeps_only_the_tail():
 
 def test_retries_record_every_try_the_successful_one_included(tmp_path):
     counter = tmp_path / "n"
-    cmd = f'n=$(cat {counter} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {counter}; [ $n -ge 3 ]'
+    cmd = f"n=$(cat {counter} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {counter}; [ $n -ge 3 ]"
     r = run_job(task(cmd, retry=RetryPolicy(max_retries=4)))
     assert [(t.try_number, t.status, t.exit_code) for t in r.tries] == [
-        (1, JobStatus.FAILED, 1), (2, JobStatus.FAILED, 1), (3, JobStatus.SUCCESS, 0)]
+        (1, JobStatus.FAILED, 1),
+        (2, JobStatus.FAILED, 1),
+        (3, JobStatus.SUCCESS, 0),
+    ]
 
 
 def test_exit_code_filter_stops_retries():
@@ -102,7 +110,9 @@ def test_cancel_kills_running_jobs_and_stops_retry_waits():
     )
     sleeper = JobTask(1, 1, "sleeper", "sleep 30")
     flaky = JobTask(1, 1, "flaky", "exit 1", retry=RetryPolicy(max_retries=1, retry_delay=30))
-    threads = [threading.Thread(target=lambda t=t: results.append(run_job(t, hooks))) for t in (sleeper, flaky)]
+    threads = [
+        threading.Thread(target=lambda t=t: results.append(run_job(t, hooks))) for t in (sleeper, flaky)
+    ]
     for t in threads:
         t.start()
     assert sleeping_started.wait(10) and retry_waiting.wait(10)
@@ -119,8 +129,10 @@ def test_cancel_kills_running_jobs_and_stops_retry_waits():
 
 def test_hooks_see_each_try_start_and_end():
     seen = []
-    hooks = RunnerHooks(on_try_start=lambda t, n, pid, at: seen.append(("start", n, pid > 0)),
-                        on_try_end=lambda t, rec: seen.append(("end", rec.try_number, str(rec.status))))
+    hooks = RunnerHooks(
+        on_try_start=lambda t, n, pid, at: seen.append(("start", n, pid > 0)),
+        on_try_end=lambda t, rec: seen.append(("end", rec.try_number, str(rec.status))),
+    )
     run_job(task("exit 1", retry=RetryPolicy(max_retries=1)), hooks)
     assert seen == [("start", 1, True), ("end", 1, "FAILED"), ("start", 2, True), ("end", 2, "FAILED")]
 
