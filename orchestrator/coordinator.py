@@ -323,7 +323,7 @@ class Coordinator:
         live = self.live[job_id]
         live.status = check_job_transition(live.status, status)
         live.exit_code = exit_code
-        live.retry_count = try_number - 1
+        live.retry_count = max(0, try_number - 1)
         start = live.first_started_at
         self.recorder.job_update(
             job_id,
@@ -390,6 +390,20 @@ class Coordinator:
                 detail=why,
             )
         self.delayed = []
+        if self.executor.withdraws_queued:
+            for job_id, live in self.live.items():
+                if live.status is JobStatus.QUEUED:
+                    self.in_flight -= 1
+                    self._settle(
+                        job_id,
+                        JobStatus.CANCELLED,
+                        None,
+                        live.dispatched_try - 1,
+                        now,
+                        "",
+                        reason=EndReason.USER_CANCELLED,
+                        detail=why,
+                    )
         for job_id, live in self.live.items():
             if live.status is JobStatus.PENDING:
                 live.status = check_job_transition(live.status, JobStatus.CANCELLED)

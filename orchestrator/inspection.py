@@ -54,8 +54,8 @@ def run_status(ctx: Context, run_id: int) -> dict[str, Any]:
 def _settle_if_abandoned(ctx: Context, run_id: int, record: RunRecord) -> RunRecord:
     """Its coordinator's lock expired: take the lock for a moment and mark the attempt INTERRUPTED."""
     try:
-        with ctx.locks.acquire(run_id, LockOwner("status")):
-            return load_settled(ctx, run_id)
+        with ctx.locks.acquire(run_id, LockOwner("status")) as lock:
+            return load_settled(ctx, run_id, lock, wait=False)
     except LockedError:  # a resume took it meanwhile: it will do the marking
         return record
 

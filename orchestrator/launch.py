@@ -6,6 +6,7 @@ attempt exists, so they write nothing; the attempt row appears with its first di
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,7 +21,7 @@ from orchestrator.db.repair import mark_interrupted
 from orchestrator.errors import RefusedError, UserError
 from orchestrator.executors.orphans import reap_orphans
 from orchestrator.loader import load_workflow, workflow_from_data
-from orchestrator.locks.base import LockOwner, RunLock
+from orchestrator.locks.base import LockOwner, RunLock, check_epoch
 from orchestrator.planner import Plan, PlanRequest, plan
 from orchestrator.reporting import Reporter
 from orchestrator.state import RunState
@@ -95,6 +96,7 @@ class NothingToDo:
 
 
 Hook = Callable[[Coordinator], None]
+log = logging.getLogger("executioner")
 
 
 def start_run(
@@ -144,7 +146,7 @@ def resume_run(
     given = load_workflow(request.workflow_path) if request.workflow_path else None
     lock = ctx.locks.acquire(request.run_id, LockOwner("resume"))
     try:
-        record = load_settled(ctx, request.run_id)
+        record = load_settled(ctx, request.run_id, lock)
         workflow, verdict, the_plan = _plan_resume(record, given, request)
         if not verdict.ok:
             raise RefusedError(
@@ -183,22 +185,44 @@ def resume_run(
         lock.release()
 
 
-def load_settled(ctx: Context, run_id: int) -> RunRecord:
-    """The run's record once an attempt left RUNNING by a dead coordinator is marked INTERRUPTED.
+def load_settled(ctx: Context, run_id: int, lock: RunLock, *, wait: bool = True) -> RunRecord:
+    """The run's record once an attempt left RUNNING by a dead coordinator is closed as INTERRUPTED.
 
-    Call it holding the run's lock: holding it proves that coordinator is gone.
+    Call it holding the run's lock: holding it proves that coordinator is gone. On Celery, what its
+    workers delivered since is recorded first, and with ``wait`` the jobs still running on workers are
+    followed to their end (without it, such an attempt stays RUNNING for now).
     """
     with read_tx(ctx.engine) as conn:
         record = load_run(conn, run_id)
     last = record.last_attempt
-    if last is not None and last.status == AttemptStatus.RUNNING:
-        with write_tx(ctx.engine) as conn:
-            in_flight = mark_interrupted(conn, run_id, last.attempt_id)
-        if last.executor == "local":
-            reap_orphans(run_id, last.attempt_id, in_flight)
-        with read_tx(ctx.engine) as conn:
-            record = load_run(conn, run_id)
-    return record
+    if last is None or last.status != AttemptStatus.RUNNING:
+        return record
+    if last.executor == "celery":
+        if not ctx.settings.broker_url:
+            raise UserError(
+                f"run {run_id} attempt {last.attempt_id} ran on Celery and its coordinator stopped: "
+                "set EXECUTIONER_BROKER_URL so its workers' results can be recovered"
+            )
+        from orchestrator.recovery import recover_celery_attempt
+
+        if not recover_celery_attempt(ctx, run_id, last.attempt_id, lock, wait=wait, notify=_waiting):
+            with read_tx(ctx.engine) as conn:
+                return load_run(conn, run_id)
+    with write_tx(ctx.engine) as conn:
+        check_epoch(conn, run_id, lock.epoch)
+        in_flight = mark_interrupted(conn, run_id, last.attempt_id)
+    if last.executor == "local":
+        reap_orphans(run_id, last.attempt_id, in_flight)
+    with read_tx(ctx.engine) as conn:
+        return load_run(conn, run_id)
+
+
+def _waiting(jobs: list[str]) -> None:
+    log.warning(
+        "the interrupted attempt still has %d job(s) running on workers (%s): waiting for them",
+        len(jobs),
+        ", ".join(jobs),
+    )
 
 
 def stored_workflow(record: RunRecord) -> Workflow:

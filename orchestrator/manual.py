@@ -15,6 +15,7 @@ from orchestrator.errors import RefusedError, UnknownJobError
 from orchestrator.launch import load_settled, stored_workflow
 from orchestrator.locks.base import LockOwner, check_epoch
 from orchestrator.state import AuditAction
+from workers.statuses import AttemptStatus
 
 
 @dataclass(slots=True)
@@ -60,7 +61,12 @@ def _act(ctx, run_id, job_ids, action, what, choose, details) -> ManualResult:
         get_run(conn, run_id)
     owner = LockOwner(what)
     with ctx.locks.acquire(run_id, owner) as lock:
-        record = load_settled(ctx, run_id)
+        record = load_settled(ctx, run_id, lock, wait=False)
+        if record.last_attempt.status == AttemptStatus.RUNNING:
+            raise RefusedError(
+                f"{what} refused: run {run_id} attempt {record.last_attempt.attempt_id} lost its "
+                "coordinator but still has jobs running on workers; `resume` waits for them"
+            )
         workflow = stored_workflow(record)
         unknown = [j for j in job_ids if j not in workflow.jobs]
         if unknown:

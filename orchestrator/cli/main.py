@@ -11,6 +11,7 @@ import click
 
 from orchestrator.cli import render
 from orchestrator.cli.legacy import LEGACY_OPTIONS, legacy_dispatch
+from orchestrator.cli.services import flower, worker
 from orchestrator.errors import FencedError, LockedError, UserError
 
 
@@ -52,8 +53,11 @@ def _settings(ctx: click.Context):
 
 @contextmanager
 def _context(ctx: click.Context):
+    import logging
+
     from orchestrator.context import Context
 
+    logging.basicConfig(level=logging.WARNING, format="executioner: %(message)s", stream=sys.stderr)
     c = Context(_settings(ctx))
     try:
         yield c
@@ -339,6 +343,10 @@ def db_upgrade(ctx) -> None:
         render.line(f"{url}: already at revision {after}")
     else:
         render.line(f"{url}: upgraded from {before or 'empty'} to {after}")
+
+
+cli.add_command(worker)
+cli.add_command(flower)
 
 
 def main() -> None:

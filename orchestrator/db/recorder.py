@@ -161,6 +161,10 @@ class AttemptRecorder:
             ],
         )
 
+    def attach(self, run_id: int, attempt_id: int, lock: RunLock) -> None:
+        """Write to an attempt that already exists (recovering an interrupted one)."""
+        self.run_id, self.attempt_id, self.lock = run_id, attempt_id, lock
+
     # -- batched updates from the coordinator's loop -------------------------------------------------
 
     def job_update(self, job_id: str, **columns: Any) -> None:
@@ -236,7 +240,8 @@ class AttemptRecorder:
             )
             conn.execute(stmt, params)
         if self._tries:
-            conn.execute(insert(job_tries), self._tries)
+            # Idempotent: events re-read after a crash between commit and acknowledgement repeat tries.
+            conn.execute(_insert_ignoring_duplicates(conn, job_tries), self._tries)
         self._rows, self._tries, self._since = {}, [], None
 
     def finish(self, status: AttemptStatus, totals: Totals) -> None:
@@ -257,3 +262,13 @@ class AttemptRecorder:
                     skipped_jobs=totals.skipped_jobs,
                 )
             )
+
+
+def _insert_ignoring_duplicates(conn: Connection, table):
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    elif conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:  # pragma: no cover - the two supported databases are handled above
+        return insert(table)
+    return dialect_insert(table).on_conflict_do_nothing()

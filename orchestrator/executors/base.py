@@ -61,6 +61,9 @@ Sink = Callable[[Event], None]
 
 class Executor(ABC):
     name: str
+    # True if jobs submitted but not yet started are simply dropped by cancel() (they wait in a
+    # broker): the coordinator then settles them itself instead of waiting for their events.
+    withdraws_queued: bool = False
 
     @abstractmethod
     def open(self, run_id: int, attempt_id: int, epoch: int, sink: Sink) -> None:

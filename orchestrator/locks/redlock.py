@@ -1,0 +1,132 @@
+"""The run lock over Redis masters: pottery's Redlock, plus who holds it and the SQL fencing token.
+
+Redlock alone cannot stop a holder that paused past its TTL from writing (Kleppmann, "How to do
+distributed locking"): every acquisition therefore bumps the run's epoch in SQL, history writes check
+it in their transaction, and workers compare the epoch a task carries with the one mirrored in Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+
+from pottery import Redlock
+from pottery.exceptions import ExtendUnlockedLock, PrimitiveError, QuorumIsImpossible
+from redis import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import Connection, Engine
+
+from orchestrator.errors import FencedError, LockedError, ServiceUnavailableError
+from orchestrator.locks.base import Holder, LockManager, LockOwner, RunLock, bump_epoch_tx
+from workers.keys import PREFIX
+
+
+def _lock_key(run_id: int) -> str:
+    return f"{PREFIX}:run:{run_id}"  # pottery stores it as "redlock:<key>"
+
+
+def _holder_key(run_id: int) -> str:
+    return f"{PREFIX}:holder:{run_id}"
+
+
+class RedlockManager(LockManager):
+    def __init__(self, engine: Engine, urls: tuple[str, ...], ttl: float = 30.0) -> None:
+        self.engine = engine
+        self.ttl = ttl
+        self.urls = urls
+        self.masters = [Redis.from_url(u, socket_timeout=5, socket_connect_timeout=5) for u in urls]
+
+    def _redlock(self, run_id: int) -> Redlock:
+        return Redlock(
+            key=_lock_key(run_id),
+            masters=set(self.masters),
+            auto_release_time=self.ttl,
+            num_extensions=sys.maxsize,  # renewed for as long as the coordinator lives
+            raise_on_redis_errors=True,
+        )
+
+    def acquire(self, run_id: int, owner: LockOwner, conn: Connection | None = None) -> RunLock:
+        redlock = self._redlock(run_id)
+        try:
+            acquired = redlock.acquire(blocking=False)
+        except (QuorumIsImpossible, RedisError) as exc:
+            raise ServiceUnavailableError(
+                f"lock servers unreachable ({', '.join(self.urls)}): {exc}"
+            ) from None
+        if not acquired:
+            holder = self.holder(run_id)
+            if holder is None:
+                raise LockedError(run_id, "unknown", 0, datetime.now(UTC))
+            raise LockedError(run_id, holder.host, holder.pid, holder.since, holder.what)
+        info = json.dumps(
+            {"host": owner.host, "pid": owner.pid, "what": owner.what, "since": datetime.now(UTC).isoformat()}
+        )
+        self._each_master(lambda m: m.set(_holder_key(run_id), info, px=int(self.ttl * 1000)))
+        try:
+            epoch = bump_epoch_tx(self.engine, run_id, conn)
+        except BaseException:
+            _release_quietly(redlock)
+            raise
+        return RedlockHandle(self, redlock, run_id, epoch)
+
+    def holder(self, run_id: int) -> Holder | None:
+        votes, info = 0, None
+        for master in self.masters:
+            try:
+                pipe = master.pipeline(transaction=False)
+                pipe.exists(f"redlock:{_lock_key(run_id)}")
+                pipe.get(_holder_key(run_id))
+                held, raw = pipe.execute()
+            except RedisError:
+                continue
+            if held:
+                votes += 1
+                info = info or raw
+        if votes <= len(self.masters) // 2:
+            return None
+        if info is None:
+            return Holder("unknown", 0, "", datetime.now(UTC))
+        data = json.loads(info)
+        return Holder(data["host"], data["pid"], data["what"], datetime.fromisoformat(data["since"]))
+
+    def _each_master(self, op) -> None:
+        for master in self.masters:
+            try:
+                op(master)
+            except RedisError:
+                pass  # informational only: a minority of masters down must not fail the lock
+
+    def close(self) -> None:
+        for master in self.masters:
+            master.close()
+
+
+class RedlockHandle(RunLock):
+    def __init__(self, manager: RedlockManager, redlock: Redlock, run_id: int, epoch: int) -> None:
+        self.manager, self.redlock, self.run_id, self.epoch = manager, redlock, run_id, epoch
+        self.released = False
+
+    def extend(self) -> None:
+        try:
+            self.redlock.extend()
+        except ExtendUnlockedLock:
+            raise FencedError(f"run {self.run_id}: lock lost (expired and taken, or Redis lost it)") from None
+        except (QuorumIsImpossible, RedisError):
+            return  # lock servers unreachable for now: the fencing token still guards every write
+        ttl_ms = int(self.manager.ttl * 1000)
+        self.manager._each_master(lambda m: m.pexpire(_holder_key(self.run_id), ttl_ms))
+
+    def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        _release_quietly(self.redlock)
+        self.manager._each_master(lambda m: m.delete(_holder_key(self.run_id)))
+
+
+def _release_quietly(redlock: Redlock) -> None:
+    try:
+        redlock.release()
+    except (PrimitiveError, RedisError):
+        pass  # not held any more: it expires on its own

@@ -1,0 +1,60 @@
+"""The Celery app, built by a factory from settings (no module-level app, no hidden config)."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from workers.execution import WorkerRuntime
+from workers.settings import WorkerSettings
+
+TASK_NAME = "executioner.run_job"
+DEFAULT_QUEUE = "default"
+
+
+def create_app(settings: WorkerSettings | None = None) -> Celery:
+    settings = settings or WorkerSettings.from_env()
+    if not settings.broker_url:
+        raise ValueError("a broker URL is needed: set EXECUTIONER_BROKER_URL")
+    app = Celery(
+        "executioner", broker=settings.broker_url, backend=settings.result_backend, set_as_current=False
+    )
+    app.conf.update(
+        # JSON only: no pickle on the wire.
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        # A job is acknowledged once it finished; a worker lost mid-job gives it back. The lease in
+        # workers.channel keeps such a second delivery from starting a second process.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # Redis hands an unacknowledged task to another worker after this many seconds: above the
+        # longest job x tries + delays the workers will run (EXECUTIONER_VISIBILITY_TIMEOUT).
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        task_default_queue=DEFAULT_QUEUE,
+        # Flower sees every job: sent, received, started, succeeded/failed.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_track_started=True,
+        # Results travel on the run's event stream; a result backend is only for Flower's views.
+        task_ignore_result=settings.result_backend is None,
+        # Survive a broker restart while publishing (about a minute of patience).
+        task_publish_retry=True,
+        task_publish_retry_policy={
+            "max_retries": 30,
+            "interval_start": 0.2,
+            "interval_step": 0.5,
+            "interval_max": 2.0,
+        },
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        enable_utc=True,
+    )
+    runtime = WorkerRuntime(settings)
+
+    @app.task(name=TASK_NAME, bind=True)
+    def run_job(self, payload: dict) -> dict:
+        return runtime.execute(payload, self.request.hostname)
+
+    app.executioner_runtime = runtime
+    return app

@@ -1,0 +1,74 @@
+"""What a Celery worker does with one delivered job: claim it, run it with heartbeats, report it.
+
+The job itself runs through ``workers.runner.run_job``, the same function the local executor uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+
+from redis import Redis
+
+from workers.channel import Channel, Claim, Heartbeat
+from workers.runner import CancelToken, RunnerHooks, run_job
+from workers.settings import WorkerSettings
+from workers.spec import JobTask
+
+log = logging.getLogger("executioner.worker")
+
+
+class WorkerRuntime:
+    """Per worker process: its Redis connection, built lazily after the pool forked (never shared)."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        self._pid: int | None = None
+        self._channel: Channel | None = None
+
+    @property
+    def channel(self) -> Channel:
+        if self._channel is None or self._pid != os.getpid():
+            redis = Redis.from_url(self.settings.broker_url, socket_timeout=30, health_check_interval=10)
+            self._channel = Channel(redis, self.settings.heartbeat_ttl)
+            self._pid = os.getpid()
+        return self._channel
+
+    def execute(self, payload: dict, worker_name: str | None) -> dict:
+        task = JobTask.from_dict(payload)
+        worker = worker_name or socket.gethostname()
+        channel = self.channel
+        owner = f"{worker}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        claim = channel.claim(task, owner)
+        if claim != Claim.RUN:
+            # A redelivered copy of a job running or done elsewhere, a dispatch superseded after a lost
+            # worker, or one from a coordinator that no longer holds the run: never a second run.
+            log.info("%s: not run (%s)", task.key, claim)
+            return {"job": task.key, "discarded": claim}
+        cancel = CancelToken()
+        hooks = RunnerHooks(
+            on_try_start=lambda t, n, pid, at: channel.started(t, n, worker, pid, at),
+            on_try_end=channel.try_ended,
+            cancel=cancel,
+            worker_name=worker,
+        )
+
+        def stop(why: str) -> None:
+            log.warning("%s: stopping: %s", task.key, why)
+            cancel.cancel()
+
+        try:
+            with Heartbeat(channel, task, owner, self.settings.heartbeat_interval, stop):
+                result = run_job(task, hooks)
+            channel.ended(task, result)
+            channel.finish(task, owner)
+        finally:
+            cancel.close()
+        return {
+            "job": task.key,
+            "status": str(result.status),
+            "exit_code": result.exit_code,
+            "tries": len(result.tries),
+        }
