@@ -7,6 +7,7 @@ it in their transaction, and workers compare the epoch a task carries with the o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from datetime import UTC, datetime
@@ -92,10 +93,8 @@ class RedlockManager(LockManager):
 
     def _each_master(self, op) -> None:
         for master in self.masters:
-            try:
+            with contextlib.suppress(RedisError):  # a minority of masters down must not fail the lock
                 op(master)
-            except RedisError:
-                pass  # informational only: a minority of masters down must not fail the lock
 
     def close(self) -> None:
         for master in self.masters:
@@ -126,7 +125,5 @@ class RedlockHandle(RunLock):
 
 
 def _release_quietly(redlock: Redlock) -> None:
-    try:
+    with contextlib.suppress(PrimitiveError, RedisError):  # not held any more: it expires on its own
         redlock.release()
-    except (PrimitiveError, RedisError):
-        pass  # not held any more: it expires on its own
