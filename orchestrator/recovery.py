@@ -26,8 +26,6 @@ from workers import keys
 from workers.spec import JobResult, TryRecord
 from workers.statuses import JOB_TRANSITIONS, JobStatus, check_job_transition
 
-_IN_FLIGHT = {JobStatus.QUEUED, JobStatus.RUNNING}
-
 
 def recover_celery_attempt(
     ctx: Context,
@@ -74,6 +72,9 @@ class _Recovery:
         notified = False
         while True:
             running = self._still_running()
+            # A worker appends "ended" before it closes its lease: one more read after looking at the
+            # leases sees the end of every job whose lease was found closed.
+            self._apply(read_batch(self.redis, self.stream, self.consumer, block_ms=None))
             if not running or not wait:
                 return not running
             if notify is not None and not notified:
@@ -125,6 +126,10 @@ class _Recovery:
 
     def _move(self, job_id: str, status: JobStatus, **columns) -> None:
         before = self.status[job_id]
+        if before is JobStatus.PENDING:
+            # An event from a worker proves the job was dispatched: the QUEUED update was in the batch
+            # the dead coordinator never committed.
+            before = check_job_transition(before, JobStatus.QUEUED)
         if status not in JOB_TRANSITIONS[before]:
             return  # already recorded before the crash (or a late duplicate): history moves forward only
         self.status[job_id] = check_job_transition(before, status)
@@ -132,7 +137,8 @@ class _Recovery:
 
     def _still_running(self) -> list[str]:
         """Jobs of the attempt in flight whose worker still holds a live lease (heart-beating)."""
-        in_flight = [j for j, s in self.status.items() if s in _IN_FLIGHT]
+        # PENDING too: the dead coordinator may have dispatched a job without committing it yet.
+        in_flight = [j for j, s in self.status.items() if not s.is_terminal]
         if not in_flight:
             return []
         pattern = f"{keys.PREFIX}:lease:{self.run_id}:{self.attempt_id}:*"

@@ -141,9 +141,48 @@ def require_binary(name: str) -> str:
     return path
 
 
-@pytest.fixture(params=["local"])
+@pytest.fixture(scope="session")
+def shared_redis(tmp_path_factory):
+    from servers import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_workers(shared_redis, tmp_path_factory):
+    """Two real workers for the whole session: one on the default queue, one on default and `special`."""
+    from servers import Worker
+
+    logs = tmp_path_factory.mktemp("workers")
+    env = {"EXECUTIONER_HEARTBEAT_INTERVAL": "1", "EXECUTIONER_HEARTBEAT_TTL": "4"}
+    workers = [
+        Worker(shared_redis.url, logs, "w1", "--concurrency", "2", env=env),
+        Worker(shared_redis.url, logs, "w2", "--concurrency", "2", "-Q", "default,special", env=env),
+    ]
+    yield workers
+    for w in workers:
+        w.stop()
+
+
+@pytest.fixture
+def celery_cli(cli, shared_redis, shared_workers) -> Cli:
+    """The CLI on the Celery executor (the broker set makes it the default), with real workers."""
+    shared_redis.reset()
+    cli.env.update(
+        {
+            "EXECUTIONER_BROKER_URL": shared_redis.url,
+            "EXECUTIONER_HEARTBEAT_INTERVAL": "1",
+            "EXECUTIONER_HEARTBEAT_TTL": "4",
+        }
+    )
+    return cli
+
+
+@pytest.fixture(params=["local", "celery"])
 def ex(request, cli) -> Cli:
-    """The CLI bound to one executor; the restart suite runs once per executor."""
-    if request.param == "local":
-        return cli
-    raise AssertionError(request.param)
+    """The CLI bound to one executor: the restart suite runs once per executor."""
+    if request.param == "celery":
+        return request.getfixturevalue("celery_cli")
+    return cli

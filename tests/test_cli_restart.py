@@ -291,7 +291,7 @@ def test_rerun_changed_reruns_changed_jobs_and_descendants(ex, work):
     assert change["allowed_by"] == "rerun_changed" and change["job"] == "b"
 
 
-@pytest.mark.local_only
+@pytest.mark.parametrize("ex", ["local"], indirect=True)  # Celery: see test_celery.py
 def test_coordinator_sigkill_then_resume(ex, work):
     pidfile = work.root / "job.pid"
     jobs = [

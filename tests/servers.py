@@ -1,0 +1,143 @@
+"""Real servers for integration tests: redis-server and `executioner worker` processes on loopback.
+
+Each waits for readiness by polling with a deadline (never a fixed sleep) and cleans up after itself.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import require_binary
+
+EXECUTIONER = str(Path(sys.executable).parent / "executioner")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out after {seconds}s waiting for {what}")
+
+
+class RedisServer:
+    def __init__(self, workdir: Path, *, appendonly: bool = False) -> None:
+        self.binary = require_binary("redis-server")
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.appendonly = appendonly
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.workdir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "always",
+            "--protected-mode",
+            "no",
+        ]
+        with open(self.workdir / "redis.log", "ab") as log:  # the child keeps its own copy of the fd
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        wait_until(self.ping, 20, f"redis-server on port {self.port}")
+        return self
+
+    def ping(self) -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis(port=self.port, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    def client(self):
+        import redis
+
+        return redis.Redis.from_url(self.url)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: redis flushes the AOF and exits
+            self.proc.wait(20)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def reset(self) -> None:
+        """Forget everything a previous test left (jobs, streams, leases, locks) but the queue bindings."""
+        r = self.client()
+        doomed = [
+            k
+            for pattern in ("executioner:*", "redlock:*", "unacked*", "celery*")
+            for k in r.scan_iter(pattern)
+        ]
+        doomed += [k for k in r.scan_iter("*") if r.type(k) == b"list"]  # queued tasks
+        if doomed:
+            r.delete(*doomed)
+        r.close()
+
+
+class Worker:
+    """One `executioner worker` process."""
+
+    def __init__(self, broker_url: str, logdir: Path, name: str, *args: str, env: dict | None = None) -> None:
+        self.name = name
+        self.log = logdir / f"worker-{name}.log"
+        full_env = {**os.environ, "EXECUTIONER_BROKER_URL": broker_url, **(env or {})}
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [EXECUTIONER, "worker", "-n", f"{name}@%h", "--without-mingle", "--without-gossip", *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=full_env,
+                start_new_session=True,
+            )
+        wait_until(self.ready, 60, f"worker {name} to be ready")
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"worker {self.name} exited: {self.log.read_text()[-2000:]}")
+        return self.log.exists() and " ready." in self.log.read_text()
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and pool children): a lost host."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(20)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
