@@ -133,14 +133,22 @@ def _trigger_reason() -> str:
 )
 @click.option("--max-parallel", type=click.IntRange(min=1), help="Jobs in flight at once (local: CPU count).")
 @click.option("--dry-run", is_flag=True, help="Show the plan and the verdict; write nothing.")
+@click.option("--triggered-by", default="cli", hidden=True)  # set by the scheduler
+@click.option("--trigger-reason", hidden=True)
 @_json_option
 @click.pass_context
-def run(ctx, workflow, from_jobs, executor, max_parallel, dry_run, as_json) -> None:
+def run(ctx, workflow, from_jobs, executor, max_parallel, dry_run, triggered_by, trigger_reason, as_json):
     """Start a new run of WORKFLOW (attempt 1)."""
     from orchestrator.launch import RunRequest, start_run
 
     request = RunRequest(
-        workflow, tuple(from_jobs), executor, max_parallel, dry_run, trigger_reason=_trigger_reason()
+        workflow,
+        tuple(from_jobs),
+        executor,
+        max_parallel,
+        dry_run,
+        triggered_by=triggered_by,
+        trigger_reason=trigger_reason or _trigger_reason(),
     )
     with _context(ctx) as c:
         result = start_run(c, request, _reporter(as_json or dry_run), _cancel_on_signals)
@@ -343,6 +351,25 @@ def db_upgrade(ctx) -> None:
         render.line(f"{url}: already at revision {after}")
     else:
         render.line(f"{url}: upgraded from {before or 'empty'} to {after}")
+
+
+@cli.command()
+@click.argument("workflows", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.pass_context
+def scheduler(ctx, workflows) -> None:
+    """Fire runs of WORKFLOWS on their `schedule`, once per cron slot however many schedulers run."""
+    import logging
+    import threading
+
+    from orchestrator.scheduler import Scheduler
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s executioner scheduler: %(message)s")
+    logging.getLogger("executioner").setLevel(logging.INFO)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with _context(ctx) as c:
+        Scheduler(c, list(workflows)).run(stop)
 
 
 cli.add_command(worker)

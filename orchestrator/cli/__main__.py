@@ -1,0 +1,5 @@
+"""``python -m orchestrator.cli``: the same command as ``executioner`` (used by the scheduler)."""
+
+from orchestrator.cli.main import main
+
+main()
