@@ -14,6 +14,21 @@ from pathlib import Path
 from orchestrator.errors import UserError
 from workers.settings import WorkerSettings
 
+# Every environment variable Executioner reads (the deploy files are tested against this list).
+ENVIRONMENT_VARIABLES = (
+    "EXECUTIONER_HOME",
+    "EXECUTIONER_DATABASE_URL",
+    "EXECUTIONER_BROKER_URL",
+    "EXECUTIONER_RESULT_BACKEND",
+    "EXECUTIONER_LOCK_URLS",
+    "EXECUTIONER_LEASE_TTL",
+    "EXECUTIONER_FLUSH_INTERVAL",
+    "EXECUTIONER_VISIBILITY_TIMEOUT",
+    "EXECUTIONER_HEARTBEAT_INTERVAL",
+    "EXECUTIONER_HEARTBEAT_TTL",
+    "FLOWER_BASIC_AUTH",
+)
+
 
 @dataclass(frozen=True)
 class Settings:

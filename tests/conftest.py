@@ -77,9 +77,20 @@ class Cli:
         )
 
 
-@pytest.fixture
-def database_url(home) -> str:
-    """The history database the CLI tests use; the PostgreSQL suite overrides this fixture."""
+@pytest.fixture(scope="session")
+def postgres():
+    from servers import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, home) -> str:
+    """The history database of a test: every database-dependent test runs on SQLite and PostgreSQL."""
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres").new_database()
     return f"sqlite:///{home / 'executioner.db'}"
 
 

@@ -250,13 +250,6 @@ def test_the_example_workflow_runs(cli, work):
     assert [(t["status"], t["exit_code"]) for t in tries] == [("FAILED", 75), ("SUCCESS", 0)]
 
 
-def test_db_upgrade_on_a_new_and_a_current_database(cli, home):
-    first = cli("db", "upgrade")
-    assert first.code == 0 and "upgraded from empty to" in first.out
-    again = cli("db", "upgrade")
-    assert again.code == 0 and "already at revision" in again.out
-
-
 def _wait_for(predicate, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -275,3 +268,14 @@ def _gone_within(pid: int, seconds: float) -> bool:
             return True
 
     return _wait_for(gone, seconds)
+
+
+def test_twenty_concurrent_runs_get_distinct_ids_and_no_lock_errors(cli, work):
+    wf = work.workflow([work.job("a"), work.job("b", ["a"]), work.job("c", ["a"]), work.job("d", ["b", "c"])])
+    procs = [cli.popen("run", wf, "--json") for _ in range(20)]
+    results = [(p.wait(120), *p.communicate()) for p in procs]
+    assert [code for code, _, _ in results] == [0] * 20, [err for _, _, err in results if err]
+    ids = sorted(json.loads(out)["run_id"] for _, out, _ in results)
+    assert ids == list(range(1, 21))
+    assert all("locked" not in err.lower() and "error" not in err.lower() for _, _, err in results)
+    assert len(work.ran()) == 80

@@ -25,8 +25,8 @@ from workers.statuses import AttemptStatus, JobStatus
 
 
 @pytest.fixture
-def ctx(tmp_path, clean_env):
-    c = Context(Settings.from_env({}, home=tmp_path, database_url=f"sqlite:///{tmp_path}/h.db"))
+def ctx(tmp_path, database_url):  # SQLite and PostgreSQL
+    c = Context(Settings.from_env({}, home=tmp_path, database_url=database_url))
     yield c
     c.close()
 

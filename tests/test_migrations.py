@@ -1,3 +1,4 @@
+import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
@@ -38,3 +39,29 @@ def test_in_memory_sqlite_works_for_unit_tests():
     engine = make_engine("sqlite://")
     ensure_schema(engine)
     assert current_revision(engine) == HEAD_REVISION
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_database(request, tmp_path):
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres").new_database(migrated=False)
+    return f"sqlite:///{tmp_path}/empty.db"
+
+
+def test_db_upgrade_applies_only_new_migrations_on_both_databases(cli, empty_database):
+    engine = make_engine(empty_database)
+    try:
+        upgrade(engine, "0001")  # a database made by the previous release
+        r = cli("db", "upgrade", env={"EXECUTIONER_DATABASE_URL": empty_database})
+        assert r.code == 0 and f"upgraded from 0001 to {HEAD_REVISION}" in r.out, r
+        again = cli("db", "upgrade", env={"EXECUTIONER_DATABASE_URL": empty_database})
+        assert again.code == 0 and f"already at revision {HEAD_REVISION}" in again.out
+        command.check(alembic_config(engine))  # models and migrations agree on this database too
+    finally:
+        engine.dispose()
+
+
+def test_postgres_is_not_migrated_behind_the_users_back(cli, postgres):
+    url = postgres.new_database(migrated=False)
+    r = cli("runs", env={"EXECUTIONER_DATABASE_URL": url})
+    assert r.code == 2 and "executioner db upgrade" in r.err

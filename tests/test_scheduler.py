@@ -100,8 +100,8 @@ def wf_file(tmp_path, name="nightly", **schedule):
 
 
 @pytest.fixture
-def ctx(tmp_path, clean_env):
-    c = Context(Settings.from_env({}, home=tmp_path, database_url=f"sqlite:///{tmp_path}/h.db"))
+def ctx(tmp_path, database_url):  # SQLite and PostgreSQL
+    c = Context(Settings.from_env({}, home=tmp_path, database_url=database_url))
     yield c
     c.close()
 
@@ -178,7 +178,7 @@ def test_the_scheduler_command_starts_and_stops_cleanly_on_sigterm(cli, tmp_path
 
 
 def test_two_schedulers_on_celery_run_a_per_minute_workflow_once_per_slot(
-    tmp_path, clean_env, shared_redis, shared_workers
+    tmp_path, database_url, shared_redis, shared_workers
 ):
     """Real Redis and workers, real `executioner run` processes; only the clock is driven."""
     shared_redis.reset()
@@ -195,7 +195,7 @@ def test_two_schedulers_on_celery_run_a_per_minute_workflow_once_per_slot(
         )
     )
     settings = Settings.from_env(
-        {}, home=tmp_path / "home", database_url=f"sqlite:///{tmp_path}/h.db", broker_url=shared_redis.url
+        {}, home=tmp_path / "home", database_url=database_url, broker_url=shared_redis.url
     )
     clock = FakeClock(T0 + timedelta(seconds=5))
     with Context(settings) as one, Context(settings) as two:
