@@ -36,10 +36,22 @@ class Context:
         if self.settings.redlock_urls:
             from orchestrator.locks.redlock import RedlockManager
 
-            return RedlockManager(self.engine, self.settings.redlock_urls, ttl=self.settings.lease_ttl)
+            return RedlockManager(
+                self.engine, self.settings.redlock_urls, ttl=self.settings.lease_ttl, scope=self.scope
+            )
         from orchestrator.locks.sql_lease import SqlLeaseManager
 
         return SqlLeaseManager(self.engine, ttl=self.settings.lease_ttl)
+
+    @cached_property
+    def scope(self) -> str:
+        """This history database's installation id, which scopes its runs' keys in Redis."""
+        from sqlalchemy import select
+
+        from orchestrator.db.schema import installation
+
+        with self.engine.connect() as conn:
+            return conn.execute(select(installation.c.id)).scalar_one().replace("-", "")[:12]
 
     def executor(self, name: str | None, parallel: int) -> Executor:
         name = name or self.settings.default_executor
@@ -54,7 +66,7 @@ class Context:
                 )
             from orchestrator.executors.celery import CeleryExecutor
 
-            return CeleryExecutor(self.settings)
+            return CeleryExecutor(self.settings, self.scope)
         raise UserError(f"unknown executor {name!r} (choose from {', '.join(EXECUTORS)})")
 
     def default_parallelism(self, executor: str | None) -> int | None:

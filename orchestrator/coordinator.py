@@ -95,12 +95,12 @@ class Coordinator:
         recorder: AttemptRecorder,
         lock: RunLock | None = None,
         reporter: Reporter | None = None,
-        max_parallel: int | None = None,
+        max_in_flight: int | None = None,
     ) -> None:
         self.start, self.dag, self.executor = start, dag, executor
         self.locks, self.lock, self.recorder = locks, lock, recorder
         self.reporter = reporter or NullReporter()
-        self.max_parallel = max_parallel
+        self.max_in_flight = max_in_flight  # submitted and not yet ended (the executor's limit)
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         plan = start.plan
         self.jobs = start.workflow.jobs
@@ -184,7 +184,7 @@ class Coordinator:
     # -- dispatch ------------------------------------------------------------------------------------
 
     def _capacity(self) -> bool:
-        return self.max_parallel is None or self.in_flight < self.max_parallel
+        return self.max_in_flight is None or self.in_flight < self.max_in_flight
 
     def _dispatch_ready(self) -> None:
         while self.ready and self._capacity() and not self.cancelled_by:

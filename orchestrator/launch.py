@@ -281,7 +281,7 @@ def _drive(
         recorder=AttemptRecorder(ctx.engine, flush_interval=ctx.settings.flush_interval),
         lock=lock,
         reporter=reporter,
-        max_parallel=parallel,
+        max_in_flight=executor.dispatch_limit(parallel),
     )
     if on_start is not None:
         on_start(coordinator)

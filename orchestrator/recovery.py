@@ -47,7 +47,8 @@ def recover_celery_attempt(
 class _Recovery:
     def __init__(self, ctx: Context, redis: Redis, run_id: int, attempt_id: int, lock: RunLock) -> None:
         self.ctx, self.redis, self.run_id, self.attempt_id = ctx, redis, run_id, attempt_id
-        self.stream = keys.events(run_id)
+        self.scope = ctx.scope
+        self.stream = keys.events(self.scope, run_id)
         self.consumer = consumer_name()
         self.recorder = AttemptRecorder(ctx.engine)
         self.recorder.attach(run_id, attempt_id, lock)
@@ -63,7 +64,7 @@ class _Recovery:
             }
 
     def run(self, wait: bool, notify) -> bool:
-        publish_epoch(self.redis, self.run_id, self.lock.epoch)
+        publish_epoch(self.redis, self.scope, self.run_id, self.lock.epoch)
         ensure_group(self.redis, self.stream)
         self._claim_abandoned()
         entries = read_batch(self.redis, self.stream, self.consumer, block_ms=None, pending=True)
@@ -141,7 +142,7 @@ class _Recovery:
         in_flight = [j for j, s in self.status.items() if not s.is_terminal]
         if not in_flight:
             return []
-        pattern = f"{keys.PREFIX}:lease:{self.run_id}:{self.attempt_id}:*"
+        pattern = keys.lease_pattern(self.scope, self.run_id, self.attempt_id)
         alive = set()
         for key in self.redis.scan_iter(match=pattern, count=1000):
             value = self.redis.get(key)

@@ -69,7 +69,7 @@ def test_redlock_is_exclusive_names_the_holder_and_bumps_the_epoch(locks):
 
 def test_an_expired_redlock_is_taken_over_and_the_old_holder_is_fenced(locks, redis, engine):
     old = locks.acquire(1, LockOwner("run"))
-    redis.delete(f"redlock:{keys.PREFIX}:run:1")  # its TTL ran out while its holder was paused
+    redis.delete(f"redlock:{keys.run_lock('', 1)}")  # its TTL ran out while its holder was paused
     new = locks.acquire(1, LockOwner("resume"))
     with pytest.raises(FencedError):
         old.extend()
@@ -86,23 +86,24 @@ def task(epoch=1, first_try=1, job="j") -> JobTask:
 
 def test_a_worker_claims_a_dispatch_once(redis):
     channel = Channel(redis, ttl=5)
-    redis.set(keys.epoch(1), 1)
+    redis.set(keys.epoch("", 1), 1)
     assert channel.claim(task(), "w1") == Claim.RUN
     assert channel.claim(task(), "w2") == Claim.TAKEN  # a redelivered copy while it runs
-    channel.finish(task(), "w1")
+    channel.ended(task(), JobResult(1, 1, "j", [TryRecord(1, JobStatus.SUCCESS, 0, 1.0, 2.0, "w1")]), "w1")
+    assert redis.get(keys.lease("", 1, 1, "j", 1)) == keys.DONE.encode()
     assert channel.claim(task(), "w3") == Claim.TAKEN  # ... or after it finished
 
 
 def test_a_task_of_an_older_epoch_is_stale(redis):
     channel = Channel(redis, ttl=5)
-    redis.set(keys.epoch(1), 3)
+    redis.set(keys.epoch("", 1), 3)
     assert channel.claim(task(epoch=2), "w1") == Claim.STALE
-    assert not redis.exists(keys.lease(1, 1, "j", 1))
+    assert not redis.exists(keys.lease("", 1, 1, "j", 1))
 
 
 def test_a_cancelled_attempt_runs_nothing_more(redis):
     channel = Channel(redis, ttl=5)
-    redis.set(keys.cancel(1, 1), 1)
+    redis.set(keys.cancel("", 1, 1), 1)
     assert channel.claim(task(), "w1") == Claim.CANCELLED
 
 
@@ -110,13 +111,13 @@ def test_renewal_fails_once_the_coordinator_declared_the_try_lost(redis):
     channel = Channel(redis, ttl=5)
     assert channel.claim(task(), "w1") == Claim.RUN
     assert channel.renew(task(), "w1")
-    redis.set(keys.lease(1, 1, "j", 1), keys.LOST)
+    redis.set(keys.lease("", 1, 1, "j", 1), keys.LOST)
     assert not channel.renew(task(), "w1")
 
 
 def reader(redis, sink, **kw):
-    ensure_group(redis, keys.events(1))
-    return StreamReader(redis, 1, 1, sink, check_interval=kw.get("check_interval", 0.05), lease_ttl=1)
+    ensure_group(redis, keys.events("", 1))
+    return StreamReader(redis, "", 1, 1, sink, check_interval=kw.get("check_interval", 0.05), lease_ttl=1)
 
 
 def _collect(events: queue.SimpleQueue, n: int, seconds: float = 5) -> list:
@@ -136,17 +137,16 @@ def test_the_reader_turns_stream_entries_into_events_and_ignores_other_attempts(
     try:
         t = task()
         record = TryRecord(1, JobStatus.SUCCESS, 0, 1.0, 2.0, "w1")
-        channel.claim(t, "w1")
-        channel.started(t, 1, "w1", 123, 1.0)
+        channel.claim(t, "w1", "w1@host")  # announces the first try's start
         channel.try_ended(t, record)
-        channel.ended(t, JobResult(1, 1, "j", [record]))
+        channel.ended(t, JobResult(1, 1, "j", [record]), "w1")
         other = JobTask(run_id=1, attempt_id=7, job_id="x", command="true")
         channel.started(other, 1, "w1", 1, 1.0)  # an older attempt's leftover: not for us
         got = _collect(events, 3)
     finally:
         r.stop()
     assert [type(e) for e in got] == [TryStarted, TryEnded, JobEnded]
-    assert all(e.ack for e in got) and got[0].pid == 123
+    assert all(e.ack for e in got) and got[0].worker == "w1@host" and got[0].try_number == 1
     assert events.empty()
 
 
@@ -159,13 +159,21 @@ def test_a_lapsed_lease_is_reported_lost_once_and_marked(redis):
     try:
         t = task()
         channel.claim(t, "w1")
-        channel.started(t, 1, "w1", 99, 10.0)
         assert isinstance(_collect(events, 1)[0], TryStarted)
-        redis.delete(keys.lease(1, 1, "j", 1))  # the worker died: nobody renews it
+        redis.delete(keys.lease("", 1, 1, "j", 1))  # the worker died: nobody renews it
         lost = _collect(events, 1)
         assert len(lost) == 1 and isinstance(lost[0], JobLost) and lost[0].try_number == 1
         assert _collect(events, 1, seconds=0.3) == []  # reported once
     finally:
         r.stop()
-    assert redis.get(keys.lease(1, 1, "j", 1)) == keys.LOST.encode()
+    assert redis.get(keys.lease("", 1, 1, "j", 1)) == keys.LOST.encode()
     assert channel.claim(t, "late-copy") == Claim.TAKEN  # the lost copy's redelivery never runs
+
+
+def test_runs_of_two_databases_sharing_one_redis_never_collide(redis):
+    channel = Channel(redis, ttl=5)
+    first = JobTask(run_id=1, attempt_id=1, job_id="j", command="true", scope="db1")
+    second = JobTask(run_id=1, attempt_id=1, job_id="j", command="true", scope="db2")
+    assert channel.claim(first, "w1") == Claim.RUN
+    channel.ended(first, JobResult(1, 1, "j", [TryRecord(1, JobStatus.SUCCESS, 0, 1.0, 2.0, "w1")]), "w1")
+    assert channel.claim(second, "w2") == Claim.RUN  # run 1 of another database is another run

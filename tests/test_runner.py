@@ -106,7 +106,7 @@ def test_cancel_kills_running_jobs_and_stops_retry_waits():
     hooks = RunnerHooks(
         cancel=token,
         on_try_start=lambda t, n, pid, at: t.job_id == "sleeper" and sleeping_started.set(),
-        on_try_end=lambda t, rec: t.job_id == "flaky" and retry_waiting.set(),
+        on_try_end=lambda t, rec, final: t.job_id == "flaky" and retry_waiting.set(),
     )
     sleeper = JobTask(1, 1, "sleeper", "sleep 30")
     flaky = JobTask(1, 1, "flaky", "exit 1", retry=RetryPolicy(max_retries=1, retry_delay=30))
@@ -131,10 +131,15 @@ def test_hooks_see_each_try_start_and_end():
     seen = []
     hooks = RunnerHooks(
         on_try_start=lambda t, n, pid, at: seen.append(("start", n, pid > 0)),
-        on_try_end=lambda t, rec: seen.append(("end", rec.try_number, str(rec.status))),
+        on_try_end=lambda t, rec, final: seen.append(("end", rec.try_number, str(rec.status), final)),
     )
     run_job(task("exit 1", retry=RetryPolicy(max_retries=1)), hooks)
-    assert seen == [("start", 1, True), ("end", 1, "FAILED"), ("start", 2, True), ("end", 2, "FAILED")]
+    assert seen == [
+        ("start", 1, True),
+        ("end", 1, "FAILED", False),
+        ("start", 2, True),
+        ("end", 2, "FAILED", True),
+    ]
 
 
 def test_a_signal_nobody_sent_is_a_failure_with_a_shell_style_code():

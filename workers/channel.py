@@ -3,6 +3,9 @@
 Each run has one Redis Stream; workers XADD ``started``/``try``/``ended`` events and the coordinator
 reads them in batches with XREADGROUP and acknowledges them once they are in the SQL history, so a
 coordinator that restarts reads whatever it had not recorded yet.
+
+A job costs two round trips to Redis: one script claims it (fencing epoch, cancel flag, lease) and
+announces its start; one pipeline reports its end and closes its lease.
 """
 
 from __future__ import annotations
@@ -18,6 +21,15 @@ from redis.exceptions import RedisError
 from workers import keys
 from workers.spec import JobResult, JobTask, TryRecord
 
+# KEYS: epoch, cancel, lease, events. ARGV: task epoch, owner, ttl ms, then the started event fields.
+_CLAIM = """
+local current = redis.call('GET', KEYS[1])
+if current and tonumber(current) > tonumber(ARGV[1]) then return 'stale' end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'cancelled' end
+if not redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then return 'taken' end
+redis.call('XADD', KEYS[4], '*', unpack(ARGV, 4))
+return 'run'
+"""
 # Renew a lease only while it is still ours (a coordinator may have declared it lost meanwhile).
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -45,67 +57,76 @@ class Claim:
     CANCELLED = "cancelled"
 
 
+def _fields(task: JobTask, kind: str, body: dict) -> dict:
+    return {
+        "kind": kind,
+        "attempt": task.attempt_id,
+        "job": task.job_id,
+        "first_try": task.first_try,
+        "epoch": task.epoch,
+        "body": json.dumps(body),
+    }
+
+
 class Channel:
     def __init__(self, redis: Redis, ttl: float) -> None:
         self.redis = redis
         self.ttl_ms = int(ttl * 1000)
+        self._claim = redis.register_script(_CLAIM)
         self._renew = redis.register_script(_RENEW)
         self._finish = redis.register_script(_FINISH)
 
-    def claim(self, task: JobTask, owner: str) -> str:
-        lease = keys.lease(task.run_id, task.attempt_id, task.job_id, task.first_try)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.get(keys.epoch(task.run_id))
-        pipe.exists(keys.cancel(task.run_id, task.attempt_id))
-        pipe.set(lease, owner, nx=True, px=self.ttl_ms)
-        current_epoch, cancelled, claimed = pipe.execute()
-        if current_epoch is not None and int(current_epoch) > task.epoch:
-            if claimed:
-                self.redis.delete(lease)
-            return Claim.STALE
-        if not claimed:
-            return Claim.TAKEN
-        if cancelled:
-            self.redis.delete(lease)
-            return Claim.CANCELLED
-        return Claim.RUN
+    def _lease(self, task: JobTask) -> str:
+        return keys.lease(task.scope, task.run_id, task.attempt_id, task.job_id, task.first_try)
+
+    def claim(self, task: JobTask, owner: str, worker: str = "") -> str:
+        """Take the dispatch (or say why not); on success its first try is announced as started."""
+        started = _fields(
+            task, "started", {"try": task.first_try, "worker": worker, "pid": None, "at": time.time()}
+        )
+        flat = [v for pair in started.items() for v in pair]
+        result = self._claim(
+            keys=[
+                keys.epoch(task.scope, task.run_id),
+                keys.cancel(task.scope, task.run_id, task.attempt_id),
+                self._lease(task),
+                keys.events(task.scope, task.run_id),
+            ],
+            args=[task.epoch, owner, self.ttl_ms, *flat],
+        )
+        return result.decode() if isinstance(result, bytes) else result
 
     def renew(self, task: JobTask, owner: str) -> bool:
-        lease = keys.lease(task.run_id, task.attempt_id, task.job_id, task.first_try)
-        return bool(self._renew(keys=[lease], args=[owner, self.ttl_ms]))
-
-    def finish(self, task: JobTask, owner: str) -> None:
-        lease = keys.lease(task.run_id, task.attempt_id, task.job_id, task.first_try)
-        self._finish(keys=[lease], args=[owner, keys.DONE, DONE_TTL_MS])
+        return bool(self._renew(keys=[self._lease(task)], args=[owner, self.ttl_ms]))
 
     def is_cancelled(self, task: JobTask) -> bool:
-        return bool(self.redis.exists(keys.cancel(task.run_id, task.attempt_id)))
+        return bool(self.redis.exists(keys.cancel(task.scope, task.run_id, task.attempt_id)))
 
-    def started(self, task: JobTask, try_number: int, worker: str, pid: int, at: float) -> None:
-        self._emit(task, "started", {"try": try_number, "worker": worker, "pid": pid, "at": at})
+    def started(self, task: JobTask, try_number: int, worker: str, pid: int | None, at: float) -> None:
+        """A retry's start (the first try was announced by ``claim``)."""
+        self._send(task, [("started", {"try": try_number, "worker": worker, "pid": pid, "at": at})])
 
     def try_ended(self, task: JobTask, record: TryRecord) -> None:
-        self._emit(task, "try", record.to_dict())
+        self._send(task, [("try", record.to_dict())])
 
-    def ended(self, task: JobTask, result: JobResult) -> None:
-        # Tries travel with the final event too: each was also sent alone, but a coordinator reading
-        # only this one (its predecessor acked the others) still records every try.
-        self._emit(task, "ended", result.to_dict())
+    def ended(self, task: JobTask, result: JobResult, owner: str) -> None:
+        """The job's end and the lease's close in one round trip. The final event carries every try,
+        so a coordinator reading only it (its predecessor acked the others) still records them all."""
+        self._send(task, [("ended", result.to_dict())], close_lease=owner)
 
-    def _emit(self, task: JobTask, kind: str, body: dict) -> None:
-        fields = {
-            "kind": kind,
-            "attempt": task.attempt_id,
-            "job": task.job_id,
-            "first_try": task.first_try,
-            "epoch": task.epoch,
-            "body": json.dumps(body),
-        }
+    def _send(self, task: JobTask, events: list[tuple[str, dict]], close_lease: str | None = None) -> None:
         # A result must not be lost to a Redis restart: keep trying (bounded) until it is appended.
         delay, deadline = 0.1, time.monotonic() + EMIT_PATIENCE_SECONDS
         while True:
             try:
-                self.redis.xadd(keys.events(task.run_id), fields)
+                pipe = self.redis.pipeline(transaction=False)
+                for kind, body in events:
+                    pipe.xadd(keys.events(task.scope, task.run_id), _fields(task, kind, body))
+                if close_lease is not None:
+                    self._finish(
+                        keys=[self._lease(task)], args=[close_lease, keys.DONE, DONE_TTL_MS], client=pipe
+                    )
+                pipe.execute()
                 return
             except RedisError:
                 if time.monotonic() + delay > deadline:
@@ -114,43 +135,59 @@ class Channel:
                 delay = min(delay * 2, 2.0)
 
 
-class Heartbeat:
-    """Renews a running dispatch's lease and watches for a cancel; stops the job if either is lost."""
+class Heartbeats:
+    """One thread per worker process renews the leases of the jobs it runs and watches for cancels.
 
-    def __init__(
-        self,
-        channel: Channel,
-        task: JobTask,
-        owner: str,
-        interval: float,
-        on_lost: Callable[[str], None],
-    ) -> None:
-        self.channel, self.task, self.owner = channel, task, owner
+    Every second it checks each running job's cancel flag; every ``interval`` it renews its lease. A
+    job whose lease was taken from it (declared lost) or whose attempt was cancelled is stopped.
+    """
+
+    def __init__(self, channel: Channel, interval: float) -> None:
+        self.channel = channel
         self.interval = interval
-        self.on_lost = on_lost
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{task.job_id}", daemon=True)
+        self._jobs: dict[str, tuple[JobTask, Callable[[str], None]]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
+    def watch(self, task: JobTask, owner: str, stop: Callable[[str], None]) -> _Watch:
+        with self._lock:
+            self._jobs[owner] = (task, stop)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="heartbeats", daemon=True)
+                self._thread.start()
+        return _Watch(self, owner)
+
+    def forget(self, owner: str) -> None:
+        with self._lock:
+            self._jobs.pop(owner, None)
+
+    def _loop(self) -> None:
+        ticks_per_renewal = max(1, round(self.interval))
+        tick = 0
+        while True:
+            time.sleep(min(1.0, self.interval))
+            tick += 1
+            with self._lock:
+                jobs = list(self._jobs.items())
+            for owner, (task, stop) in jobs:
+                try:
+                    if self.channel.is_cancelled(task):
+                        stop("cancelled by the coordinator")
+                    elif tick % ticks_per_renewal == 0 and not self.channel.renew(task, owner):
+                        stop("lease lost: the coordinator declared this try lost")
+                    else:
+                        continue
+                    self.forget(owner)
+                except RedisError:
+                    continue  # Redis restarting: keep the job running, renew on the next tick
+
+
+class _Watch:
+    def __init__(self, heartbeats: Heartbeats, owner: str) -> None:
+        self.heartbeats, self.owner = heartbeats, owner
+
+    def __enter__(self) -> _Watch:
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        # Cancels are checked every second; the lease is renewed every ``interval``.
-        ticks_per_renewal = max(1, round(self.interval))
-        tick = 0
-        while not self._stop.wait(min(1.0, self.interval)):
-            tick += 1
-            try:
-                if self.channel.is_cancelled(self.task):
-                    self.on_lost("cancelled by the coordinator")
-                    return
-                if tick % ticks_per_renewal == 0 and not self.channel.renew(self.task, self.owner):
-                    self.on_lost("lease lost: the coordinator declared this try lost")
-                    return
-            except RedisError:
-                continue  # Redis restarting: keep the job running, renew on the next tick
+        self.heartbeats.forget(self.owner)

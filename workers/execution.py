@@ -12,7 +12,7 @@ import uuid
 
 from redis import Redis
 
-from workers.channel import Channel, Claim, Heartbeat
+from workers.channel import Channel, Claim, Heartbeats
 from workers.runner import CancelToken, RunnerHooks, run_job
 from workers.settings import WorkerSettings
 from workers.spec import JobTask
@@ -27,6 +27,8 @@ class WorkerRuntime:
         self.settings = settings
         self._pid: int | None = None
         self._channel: Channel | None = None
+        self._heartbeats: Heartbeats | None = None
+        self.base_env = dict(os.environ)
 
     @property
     def channel(self) -> Channel:
@@ -36,12 +38,19 @@ class WorkerRuntime:
             self._pid = os.getpid()
         return self._channel
 
+    @property
+    def heartbeats(self) -> Heartbeats:
+        channel = self.channel  # (re)built after a fork, with its heartbeat thread
+        if self._heartbeats is None or self._heartbeats.channel is not channel:
+            self._heartbeats = Heartbeats(channel, self.settings.heartbeat_interval)
+        return self._heartbeats
+
     def execute(self, payload: dict, worker_name: str | None) -> dict:
         task = JobTask.from_dict(payload)
         worker = worker_name or socket.gethostname()
         channel = self.channel
         owner = f"{worker}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        claim = channel.claim(task, owner)
+        claim = channel.claim(task, owner, worker)
         if claim != Claim.RUN:
             # A redelivered copy of a job running or done elsewhere, a dispatch superseded after a lost
             # worker, or one from a coordinator that no longer holds the run: never a second run.
@@ -49,10 +58,12 @@ class WorkerRuntime:
             return {"job": task.key, "discarded": claim}
         cancel = CancelToken()
         hooks = RunnerHooks(
-            on_try_start=lambda t, n, pid, at: channel.started(t, n, worker, pid, at),
-            on_try_end=channel.try_ended,
+            # The first try's start went out with the claim; retries announce theirs.
+            on_try_start=lambda t, n, pid, at: n != t.first_try and channel.started(t, n, worker, pid, at),
+            on_try_end=lambda t, record, final: final or channel.try_ended(t, record),
             cancel=cancel,
             worker_name=worker,
+            base_env=self.base_env,
         )
 
         def stop(why: str) -> None:
@@ -60,10 +71,9 @@ class WorkerRuntime:
             cancel.cancel()
 
         try:
-            with Heartbeat(channel, task, owner, self.settings.heartbeat_interval, stop):
+            with self.heartbeats.watch(task, owner, stop):
                 result = run_job(task, hooks)
-            channel.ended(task, result)
-            channel.finish(task, owner)
+            channel.ended(task, result, owner)
         finally:
             cancel.close()
         return {

@@ -8,23 +8,39 @@ DONE = "done"  # lease value once a dispatch finished: a redelivered copy must n
 LOST = "lost"  # lease value once the coordinator declared a dispatch lost: its late copy is discarded
 
 
-def events(run_id: int) -> str:
+# Every key of a run is scoped by the history database it lives in (its installation id): two
+# deployments, or a database recreated from scratch, can share one Redis without their run 1 colliding.
+
+
+def events(scope: str, run_id: int) -> str:
     """The run's event stream: workers append try/job events, the coordinator reads and acks them."""
-    return f"{PREFIX}:events:{run_id}"
+    return f"{PREFIX}:{scope}:events:{run_id}"
 
 
-def epoch(run_id: int) -> str:
+def epoch(scope: str, run_id: int) -> str:
     """The run's current fencing token, mirrored from SQL by the coordinator that holds the run."""
-    return f"{PREFIX}:epoch:{run_id}"
+    return f"{PREFIX}:{scope}:epoch:{run_id}"
 
 
-def lease(run_id: int, attempt_id: int, job_id: str, first_try: int) -> str:
+def lease(scope: str, run_id: int, attempt_id: int, job_id: str, first_try: int) -> str:
     """Held by the worker running one dispatch of a job, renewed as its heartbeat."""
-    return f"{PREFIX}:lease:{run_id}:{attempt_id}:{job_id}:{first_try}"
+    return f"{PREFIX}:{scope}:lease:{run_id}:{attempt_id}:{job_id}:{first_try}"
 
 
-def cancel(run_id: int, attempt_id: int) -> str:
-    return f"{PREFIX}:cancel:{run_id}:{attempt_id}"
+def lease_pattern(scope: str, run_id: int, attempt_id: int) -> str:
+    return f"{PREFIX}:{scope}:lease:{run_id}:{attempt_id}:*"
+
+
+def cancel(scope: str, run_id: int, attempt_id: int) -> str:
+    return f"{PREFIX}:{scope}:cancel:{run_id}:{attempt_id}"
+
+
+def run_lock(scope: str, run_id: int) -> str:
+    return f"{PREFIX}:{scope}:run:{run_id}"  # pottery stores it as "redlock:<key>"
+
+
+def run_holder(scope: str, run_id: int) -> str:
+    return f"{PREFIX}:{scope}:holder:{run_id}"
 
 
 def task_id(run_id: int, attempt_id: int, job_id: str, first_try: int) -> str:

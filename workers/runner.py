@@ -8,9 +8,10 @@ cancellation the moment they happen, without polling and without a thread per pi
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
-import selectors
+import select
 import signal
 import socket
 import subprocess
@@ -60,10 +61,14 @@ class RunnerHooks:
     """Callbacks the executor passes in; each is optional and must be quick."""
 
     on_try_start: Callable[[JobTask, int, int, float], None] | None = None  # task, try, pid, start
-    on_try_end: Callable[[JobTask, TryRecord], None] | None = None
+    # task, record, final: the last try of this dispatch (its result follows with every try in it)
+    on_try_end: Callable[[JobTask, TryRecord, bool], None] | None = None
     cancel: CancelToken | None = None
     worker_name: str | None = None
     jitter: Callable[[], float] = random.random
+    # The environment jobs start from (default: this process's, read per job). Executors read it
+    # once: decoding os.environ for every one of thousands of jobs is measurable.
+    base_env: dict[str, str] | None = None
 
 
 def run_job(task: JobTask, hooks: RunnerHooks | None = None) -> JobResult:
@@ -78,8 +83,6 @@ def run_job(task: JobTask, hooks: RunnerHooks | None = None) -> JobResult:
         record = run_try(task, try_number, hooks, worker)
         record.delay_before = delay
         tries.append(record)
-        if hooks.on_try_end:
-            hooks.on_try_end(task, record)
         if first_start is None:
             first_start = record.start_time
         decision = decide(
@@ -90,6 +93,8 @@ def run_job(task: JobTask, hooks: RunnerHooks | None = None) -> JobResult:
             elapsed_since_first_start=record.end_time - first_start,
             jitter_sample=hooks.jitter(),
         )
+        if hooks.on_try_end:
+            hooks.on_try_end(task, record, not decision.retry)
         if not decision.retry:
             break
         delay = decision.delay
@@ -101,8 +106,8 @@ def run_job(task: JobTask, hooks: RunnerHooks | None = None) -> JobResult:
     return JobResult(task.run_id, task.attempt_id, task.job_id, tries, epoch=task.epoch)
 
 
-def job_environment(task: JobTask, try_number: int) -> dict[str, str]:
-    env = dict(os.environ)
+def job_environment(task: JobTask, try_number: int, base: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ) if base is None else base.copy()
     env.update(task.env)
     env["EXECUTIONER_RUN_ID"] = str(task.run_id)
     env["EXECUTIONER_ATTEMPT_ID"] = str(task.attempt_id)
@@ -122,21 +127,29 @@ def run_try(task: JobTask, try_number: int, hooks: RunnerHooks, worker: str) -> 
     if task.working_dir is not None and not os.path.isdir(task.working_dir):
         return ended(JobStatus.ERROR, error=f"working_dir {task.working_dir!r} does not exist")
     argv = ["/bin/sh", "-c", task.command] if isinstance(task.command, str) else list(task.command)
+    # Plain pipes rather than subprocess.PIPE: the runner reads raw fds, no file objects needed.
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
     try:
         proc = subprocess.Popen(
             argv,
             cwd=task.working_dir,
-            env=job_environment(task, try_number),
+            env=job_environment(task, try_number, hooks.base_env),
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=out_w,
+            stderr=err_w,
             start_new_session=True,  # its own process group: timeouts and cancels kill the whole tree
         )
     except OSError as exc:
+        os.close(out_r)
+        os.close(err_r)
         return ended(JobStatus.ERROR, error=f"could not start {argv[0]!r}: {exc.strerror or exc}")
+    finally:
+        os.close(out_w)
+        os.close(err_w)
     if hooks.on_try_start:
         hooks.on_try_start(task, try_number, proc.pid, start)
-    outcome = _supervise(proc, task.timeout, hooks.cancel)
+    outcome = _supervise(proc, out_r, err_r, task.timeout, hooks.cancel)
     return ended(
         outcome.status,
         outcome.exit_code,
@@ -156,17 +169,18 @@ class _Outcome:
     stderr: bytearray
 
 
-def _supervise(proc: subprocess.Popen, timeout: float | None, cancel: CancelToken | None) -> _Outcome:
+def _supervise(
+    proc: subprocess.Popen, out_fd: int, err_fd: int, timeout: float | None, cancel: CancelToken | None
+) -> _Outcome:
     """Wait for ``proc`` while keeping the tail of its output; enforce timeout and cancellation."""
     pidfd = os.pidfd_open(proc.pid)
-    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
     buffers = {out_fd: bytearray(), err_fd: bytearray()}
-    sel = selectors.DefaultSelector()
-    for fd in buffers:
-        sel.register(fd, selectors.EVENT_READ)
-    sel.register(pidfd, selectors.EVENT_READ)
-    if cancel is not None:
-        sel.register(cancel.fileno(), selectors.EVENT_READ)
+    cancel_fd = cancel.fileno() if cancel is not None else -1
+    # select.poll rather than the selectors module: a job's whole supervision is a few C calls.
+    poller = select.poll()
+    for fd in (out_fd, err_fd, pidfd, cancel_fd):
+        if fd >= 0:
+            poller.register(fd, select.POLLIN)
     deadline = None if timeout is None else time.monotonic() + timeout
     killed_for: JobStatus | None = None
     kill_at = None  # when to escalate SIGTERM to SIGKILL
@@ -175,16 +189,16 @@ def _supervise(proc: subprocess.Popen, timeout: float | None, cancel: CancelToke
         while not exited:
             now = time.monotonic()
             waits = [t - now for t in (deadline if killed_for is None else None, kill_at) if t is not None]
-            for key, _ in sel.select(max(0.0, min(waits)) if waits else None):
-                fd = key.fd
+            wait_ms = max(0, math.ceil(min(waits) * 1000)) if waits else None
+            for fd, _ in poller.poll(wait_ms):
                 if fd == pidfd:
                     exited = True
-                elif cancel is not None and fd == cancel.fileno():
-                    sel.unregister(fd)  # level-triggered and shared: read it once, never drain it
+                elif fd == cancel_fd:
+                    poller.unregister(fd)  # level-triggered and shared: read it once, never drain it
                     if killed_for is None:
                         killed_for, kill_at = JobStatus.CANCELLED, _terminate(proc.pid)
                 elif not _read_into(fd, buffers[fd]):
-                    sel.unregister(fd)
+                    poller.unregister(fd)
             now = time.monotonic()
             if not exited and killed_for is None and deadline is not None and now >= deadline:
                 killed_for, kill_at = JobStatus.TIMEOUT, _terminate(proc.pid)
@@ -195,12 +209,11 @@ def _supervise(proc: subprocess.Popen, timeout: float | None, cancel: CancelToke
         # stragglers it left in the background are killed now, a job leaves nothing behind.
         _signal_group(proc.pid, signal.SIGKILL if killed_for else signal.SIGTERM)
         returncode = proc.wait()
-        _drain(sel, buffers, pidfd, cancel)
+        _drain(buffers)
     finally:
-        sel.close()
         os.close(pidfd)
-        proc.stdout.close()
-        proc.stderr.close()
+        os.close(out_fd)
+        os.close(err_fd)
     stdout, stderr = buffers[out_fd], buffers[err_fd]
     if killed_for is JobStatus.TIMEOUT:
         return _Outcome(JobStatus.TIMEOUT, None, f"timed out after {timeout:g}s", stdout, stderr)
@@ -238,19 +251,21 @@ def _read_into(fd: int, buf: bytearray) -> bool:
     return True
 
 
-def _drain(sel: selectors.BaseSelector, buffers: dict[int, bytearray], pidfd: int, cancel) -> None:
+def _drain(buffers: dict[int, bytearray]) -> None:
     """Read what is left in the pipes, bounded: a straggler that survived SIGTERM may hold them open."""
-    for fd in (pidfd, cancel.fileno() if cancel is not None else None):
-        if fd is not None and fd in sel.get_map():
-            sel.unregister(fd)
+    poller = select.poll()
+    for fd in buffers:
+        poller.register(fd, select.POLLIN)
+    open_fds = set(buffers)
     deadline = time.monotonic() + DRAIN_SECONDS
-    while sel.get_map():
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+    while open_fds:
+        remaining_ms = math.ceil((deadline - time.monotonic()) * 1000)
+        if remaining_ms <= 0:
             break
-        for key, _ in sel.select(remaining):
-            if not _read_into(key.fd, buffers[key.fd]):
-                sel.unregister(key.fd)
+        for fd, _ in poller.poll(remaining_ms):
+            if not _read_into(fd, buffers[fd]):
+                poller.unregister(fd)
+                open_fds.discard(fd)
 
 
 def _decode(buf: bytearray) -> str:

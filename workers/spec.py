@@ -6,7 +6,7 @@ objects and through Celery/Redis as JSON (no pickle anywhere).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from workers.retry import RetryPolicy
 from workers.statuses import JobStatus
@@ -31,6 +31,8 @@ class JobTask:
     first_try: int = 1
     # When the job's first try began (epoch seconds), carried across re-dispatches for max_retry_time.
     first_started_at: float | None = None
+    # The history database's installation id: scopes the run's Redis keys (see workers.keys).
+    scope: str = ""
 
     @property
     def key(self) -> str:
@@ -51,6 +53,7 @@ class JobTask:
             "epoch": self.epoch,
             "first_try": self.first_try,
             "first_started_at": self.first_started_at,
+            "scope": self.scope,
         }
 
     @classmethod
@@ -69,6 +72,7 @@ class JobTask:
             epoch=int(data.get("epoch", 0)),
             first_try=int(data.get("first_try", 1)),
             first_started_at=data.get("first_started_at"),
+            scope=str(data.get("scope", "")),
         )
 
 
@@ -93,9 +97,20 @@ class TryRecord:
         return max(0.0, self.end_time - self.start_time)
 
     def to_dict(self) -> dict:
-        data = asdict(self)
-        data["status"] = str(self.status)
-        return data
+        # Explicit rather than dataclasses.asdict: it deep-copies, and this runs for every try.
+        return {
+            "try_number": self.try_number,
+            "status": str(self.status),
+            "exit_code": self.exit_code,
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+            "worker": self.worker,
+            "delay_before": self.delay_before,
+            "error": self.error,
+            "pid": self.pid,
+            "stdout_tail": self.stdout_tail,
+            "stderr_tail": self.stderr_tail,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> TryRecord:

@@ -5,6 +5,9 @@ Revises:
 Create Date: 2026-11-27
 """
 
+import uuid
+from datetime import UTC, datetime
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -15,6 +18,14 @@ depends_on = None
 
 
 def upgrade() -> None:
+    installation = op.create_table(
+        "installation",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_installation")),
+    )
+    # This database's identity, scoping its runs' keys in Redis (orchestrator.context.Context.scope).
+    op.bulk_insert(installation, [{"id": str(uuid.uuid4()), "created_at": datetime.now(UTC)}])
     op.create_table(
         "runs",
         sa.Column("run_id", sa.Integer(), autoincrement=True, nullable=False),
@@ -142,3 +153,4 @@ def downgrade() -> None:
     op.drop_table("audit_events")
     op.drop_table("attempts")
     op.drop_table("runs")
+    op.drop_table("installation")

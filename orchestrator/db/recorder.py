@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, insert, update
+from sqlalchemy import Connection, Engine, insert, update
 
+from orchestrator.db.bulk import insert_many_ignoring_duplicates, update_many
 from orchestrator.db.engine import write_tx
 from orchestrator.db.schema import attempts, audit_events, job_runs, job_tries, runs, utcnow
 from orchestrator.locks.base import LockManager, LockOwner, RunLock, check_epoch
@@ -221,27 +222,15 @@ class AttemptRecorder:
         assert self.lock is not None and self.run_id is not None
         check_epoch(conn, self.run_id, self.lock.epoch)
         # Job rows before tries: a try's foreign key needs its row, which exists since begin().
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        groups: dict[tuple[str, ...], list[tuple[str, list[Any]]]] = {}
         for job_id, cols in self._rows.items():
-            groups.setdefault(tuple(sorted(cols)), []).append(
-                {"b_job_id": job_id, **{f"b_{k}": v for k, v in cols.items()}}
-            )
-        for keys, params in groups.items():
-            stmt = (
-                update(job_runs)
-                .where(
-                    and_(
-                        job_runs.c.run_id == self.run_id,
-                        job_runs.c.attempt_id == self.attempt_id,
-                        job_runs.c.job_id == bindparam("b_job_id"),
-                    )
-                )
-                .values({k: bindparam(f"b_{k}") for k in keys})
-            )
-            conn.execute(stmt, params)
-        if self._tries:
-            # Idempotent: events re-read after a crash between commit and acknowledgement repeat tries.
-            conn.execute(_insert_ignoring_duplicates(conn, job_tries), self._tries)
+            keys = tuple(sorted(cols))
+            groups.setdefault(keys, []).append((job_id, [cols[k] for k in keys]))
+        fixed = {"run_id": self.run_id, "attempt_id": self.attempt_id}
+        for keys, rows in groups.items():
+            update_many(conn, job_runs, fixed, "job_id", keys, rows)
+        # Idempotent: events re-read after a crash between commit and acknowledgement repeat tries.
+        insert_many_ignoring_duplicates(conn, job_tries, self._tries)
         self._rows, self._tries, self._since = {}, [], None
 
     def finish(self, status: AttemptStatus, totals: Totals) -> None:
@@ -262,13 +251,3 @@ class AttemptRecorder:
                     skipped_jobs=totals.skipped_jobs,
                 )
             )
-
-
-def _insert_ignoring_duplicates(conn: Connection, table):
-    if conn.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    elif conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:  # pragma: no cover - the two supported databases are handled above
-        return insert(table)
-    return dialect_insert(table).on_conflict_do_nothing()

@@ -65,6 +65,15 @@ metadata = MetaData(
     }
 )
 
+# One row, written by the first migration: this database's identity. It scopes the keys runs use in
+# Redis, so databases sharing a Redis (or a database recreated from scratch) never mix their runs.
+installation = Table(
+    "installation",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
 runs = Table(
     "runs",
     metadata,

@@ -65,6 +65,10 @@ class Executor(ABC):
     # broker): the coordinator then settles them itself instead of waiting for their events.
     withdraws_queued: bool = False
 
+    def dispatch_limit(self, parallel: int | None) -> int | None:
+        """How many jobs the coordinator may keep submitted when ``parallel`` may run at once."""
+        return parallel
+
     @abstractmethod
     def open(self, run_id: int, attempt_id: int, epoch: int, sink: Sink) -> None:
         """Get ready to run jobs of this attempt; events go to ``sink`` from any thread."""

@@ -24,8 +24,9 @@ class CeleryExecutor(Executor):
     # itself, and workers discard them on delivery (the attempt's cancel key).
     withdraws_queued = True
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, scope: str) -> None:
         self.settings = settings
+        self.scope = scope
         self.app = create_app(settings.worker)
         self.redis = Redis.from_url(settings.broker_url, socket_timeout=30, health_check_interval=10)
         self._reader: StreamReader | None = None
@@ -42,11 +43,12 @@ class CeleryExecutor(Executor):
 
     def open(self, run_id: int, attempt_id: int, epoch: int, sink: Sink) -> None:
         self.run_id, self.attempt_id = run_id, attempt_id
-        publish_epoch(self.redis, run_id, epoch)
-        self.redis.delete(keys.cancel(run_id, attempt_id))
-        ensure_group(self.redis, keys.events(run_id))
+        publish_epoch(self.redis, self.scope, run_id, epoch)
+        self.redis.delete(keys.cancel(self.scope, run_id, attempt_id))
+        ensure_group(self.redis, keys.events(self.scope, run_id))
         self._reader = StreamReader(
             Redis.from_url(self.settings.broker_url, socket_timeout=30, health_check_interval=10),
+            self.scope,
             run_id,
             attempt_id,
             sink,
@@ -56,19 +58,21 @@ class CeleryExecutor(Executor):
         self._reader.start()
 
     def submit(self, task: JobTask) -> None:
+        payload = task.to_dict()
+        payload["scope"] = self.scope
         self.app.send_task(
             TASK_NAME,
-            args=[task.to_dict()],
+            args=[payload],
             task_id=keys.task_id(task.run_id, task.attempt_id, task.job_id, task.first_try),
             queue=task.queue,
         )
 
     def cancel(self) -> None:
         if self.run_id is not None:
-            self.redis.set(keys.cancel(self.run_id, self.attempt_id), 1, ex=CANCEL_TTL_SECONDS)
+            self.redis.set(keys.cancel(self.scope, self.run_id, self.attempt_id), 1, ex=CANCEL_TTL_SECONDS)
 
     def acknowledge(self, acks: list[Any]) -> None:
-        acknowledge(self.redis, keys.events(self.run_id), acks)
+        acknowledge(self.redis, keys.events(self.scope, self.run_id), acks)
 
     def close(self) -> None:
         if self._reader is not None:
@@ -78,9 +82,9 @@ class CeleryExecutor(Executor):
         self.redis.close()
 
 
-def publish_epoch(redis: Redis, run_id: int, epoch: int) -> None:
+def publish_epoch(redis: Redis, scope: str, run_id: int, epoch: int) -> None:
     """Mirror the run's fencing token for workers: tasks of an older holder are discarded on delivery."""
-    redis.set(keys.epoch(run_id), epoch)
+    redis.set(keys.epoch(scope, run_id), epoch)
 
 
 def _safe(url: str | None) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import queue
 import socket
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from orchestrator.executors.base import Executor, JobEnded, Sink, TryEnded, TryStarted
 from workers.runner import CancelToken, RunnerHooks, run_job
@@ -17,27 +19,45 @@ class LocalExecutor(Executor):
 
     def __init__(self, max_workers: int) -> None:
         self.max_workers = max_workers
-        self._pool: ThreadPoolExecutor | None = None
+        # A plain queue and threads rather than concurrent.futures: no Future per job, no result.
+        self._queue: queue.SimpleQueue[JobTask | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
         self._cancel: CancelToken | None = None
         self._sink: Sink | None = None
         self._hooks: RunnerHooks | None = None
 
+    def dispatch_limit(self, parallel: int | None) -> int | None:
+        # A small backlog in the pool's queue: a thread that finishes a job starts the next at once
+        # instead of idling while the coordinator hears of it. Still at most ``parallel`` running.
+        return None if parallel is None else 2 * parallel
+
     def open(self, run_id: int, attempt_id: int, epoch: int, sink: Sink) -> None:
         self._sink = sink
         self._cancel = CancelToken()
-        self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="executioner-job")
+        self._threads = [
+            threading.Thread(target=self._work, name=f"executioner-job-{i}", daemon=True)
+            for i in range(self.max_workers)
+        ]
+        for thread in self._threads:
+            thread.start()
         self._hooks = RunnerHooks(
             on_try_start=lambda task, n, pid, at: sink(
                 TryStarted(task.job_id, n, self._hooks.worker_name, pid, at)
             ),
-            on_try_end=lambda task, record: sink(TryEnded(task.job_id, record)),
+            # The last try comes with JobEnded: one event less per job.
+            on_try_end=lambda task, record, final: final or sink(TryEnded(task.job_id, record)),
             cancel=self._cancel,
             worker_name=socket.gethostname(),
+            base_env=dict(os.environ),
         )
 
     def submit(self, task: JobTask) -> None:
-        assert self._pool is not None, "open() first"
-        self._pool.submit(self._run, task)
+        assert self._threads, "open() first"
+        self._queue.put(task)
+
+    def _work(self) -> None:
+        while (task := self._queue.get()) is not None:
+            self._run(task)
 
     def _run(self, task: JobTask) -> None:
         try:
@@ -61,9 +81,11 @@ class LocalExecutor(Executor):
             self._cancel.cancel()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
         if self._cancel is not None:
             self._cancel.close()
             self._cancel = None

@@ -120,6 +120,7 @@ class StreamReader:
     def __init__(
         self,
         redis: Redis,
+        scope: str,
         run_id: int,
         attempt_id: int,
         sink: Sink,
@@ -128,7 +129,8 @@ class StreamReader:
         lease_ttl: float,
     ) -> None:
         self.redis, self.run_id, self.attempt_id, self.sink = redis, run_id, attempt_id, sink
-        self.stream = keys.events(run_id)
+        self.scope = scope
+        self.stream = keys.events(scope, run_id)
         self.consumer = consumer_name()
         self.check_interval = check_interval
         self.lease_ttl = lease_ttl
@@ -181,7 +183,7 @@ class StreamReader:
         pipe = self.redis.pipeline(transaction=False)
         for (job_id, first_try), _ in items:
             # Setting the mark only succeeds if the lease is gone: lost, and now marked so, atomically.
-            lease = keys.lease(self.run_id, self.attempt_id, job_id, first_try)
+            lease = keys.lease(self.scope, self.run_id, self.attempt_id, job_id, first_try)
             pipe.set(lease, keys.LOST, nx=True, px=LOST_MARK_TTL_MS)
         for ((job_id, first_try), info), lost in zip(items, pipe.execute(), strict=True):
             if lost:

@@ -20,27 +20,20 @@ from sqlalchemy import Connection, Engine
 
 from orchestrator.errors import FencedError, LockedError, ServiceUnavailableError
 from orchestrator.locks.base import Holder, LockManager, LockOwner, RunLock, bump_epoch_tx
-from workers.keys import PREFIX
-
-
-def _lock_key(run_id: int) -> str:
-    return f"{PREFIX}:run:{run_id}"  # pottery stores it as "redlock:<key>"
-
-
-def _holder_key(run_id: int) -> str:
-    return f"{PREFIX}:holder:{run_id}"
+from workers import keys
 
 
 class RedlockManager(LockManager):
-    def __init__(self, engine: Engine, urls: tuple[str, ...], ttl: float = 30.0) -> None:
+    def __init__(self, engine: Engine, urls: tuple[str, ...], ttl: float = 30.0, scope: str = "") -> None:
         self.engine = engine
+        self.scope = scope
         self.ttl = ttl
         self.urls = urls
         self.masters = [Redis.from_url(u, socket_timeout=5, socket_connect_timeout=5) for u in urls]
 
     def _redlock(self, run_id: int) -> Redlock:
         return Redlock(
-            key=_lock_key(run_id),
+            key=keys.run_lock(self.scope, run_id),
             masters=set(self.masters),
             auto_release_time=self.ttl,
             num_extensions=sys.maxsize,  # renewed for as long as the coordinator lives
@@ -63,7 +56,7 @@ class RedlockManager(LockManager):
         info = json.dumps(
             {"host": owner.host, "pid": owner.pid, "what": owner.what, "since": datetime.now(UTC).isoformat()}
         )
-        self._each_master(lambda m: m.set(_holder_key(run_id), info, px=int(self.ttl * 1000)))
+        self._each_master(lambda m: m.set(keys.run_holder(self.scope, run_id), info, px=int(self.ttl * 1000)))
         try:
             epoch = bump_epoch_tx(self.engine, run_id, conn)
         except BaseException:
@@ -76,8 +69,8 @@ class RedlockManager(LockManager):
         for master in self.masters:
             try:
                 pipe = master.pipeline(transaction=False)
-                pipe.exists(f"redlock:{_lock_key(run_id)}")
-                pipe.get(_holder_key(run_id))
+                pipe.exists(f"redlock:{keys.run_lock(self.scope, run_id)}")
+                pipe.get(keys.run_holder(self.scope, run_id))
                 held, raw = pipe.execute()
             except RedisError:
                 continue
@@ -114,14 +107,16 @@ class RedlockHandle(RunLock):
         except (QuorumIsImpossible, RedisError):
             return  # lock servers unreachable for now: the fencing token still guards every write
         ttl_ms = int(self.manager.ttl * 1000)
-        self.manager._each_master(lambda m: m.pexpire(_holder_key(self.run_id), ttl_ms))
+        self.manager._each_master(
+            lambda m: m.pexpire(keys.run_holder(self.manager.scope, self.run_id), ttl_ms)
+        )
 
     def release(self) -> None:
         if self.released:
             return
         self.released = True
         _release_quietly(self.redlock)
-        self.manager._each_master(lambda m: m.delete(_holder_key(self.run_id)))
+        self.manager._each_master(lambda m: m.delete(keys.run_holder(self.manager.scope, self.run_id)))
 
 
 def _release_quietly(redlock: Redlock) -> None:

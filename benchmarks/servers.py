@@ -1,0 +1,103 @@
+"""Servers the Celery cases need, on loopback: redis-server, our worker, the raw Celery worker."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+class Stack:
+    """redis-server + one `executioner worker` + one raw Celery worker, both --concurrency 2."""
+
+    def __init__(self, scratch: Path, concurrency: int = 2) -> None:
+        self.scratch = scratch
+        self.concurrency = concurrency
+        self.procs: list[subprocess.Popen] = []
+        self.port = free_port()
+        self.broker = f"redis://127.0.0.1:{self.port}/0"
+        self.backend = f"redis://127.0.0.1:{self.port}/1"
+
+    def __enter__(self) -> Stack:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self._spawn(
+            "redis",
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        )
+        import redis
+
+        wait_until(lambda: self._ping(redis), 20, "redis-server")
+        common = [
+            "--concurrency",
+            str(self.concurrency),
+            "--without-mingle",
+            "--without-gossip",
+            "--loglevel",
+            "WARNING",
+        ]
+        env = {"EXECUTIONER_BROKER_URL": self.broker}
+        self._spawn(
+            "ours",
+            [str(Path(sys.executable).parent / "executioner"), "worker", "-n", "ours@%h", *common],
+            env,
+        )
+        self._spawn(
+            "raw",
+            [sys.executable, "-m", "benchmarks.raw_celery", "-n", "raw@%h", "-Q", "raw", *common],
+            {"RAW_BROKER": self.broker, "RAW_BACKEND": self.backend},
+        )
+        from benchmarks.raw_celery import create_raw_app
+
+        app = create_raw_app(self.broker, self.backend)
+        wait_until(lambda: len(app.control.ping(timeout=0.5) or []) >= 2, 60, "both workers")
+        return self
+
+    def _ping(self, redis) -> bool:
+        try:
+            return redis.Redis(port=self.port).ping()
+        except redis.RedisError:
+            return False
+
+    def _spawn(self, name: str, argv: list[str], env: dict | None = None) -> None:
+        with open(self.scratch / f"{name}.log", "ab") as log:
+            self.procs.append(
+                subprocess.Popen(
+                    argv,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, **(env or {})},
+                    start_new_session=True,
+                )
+            )
+
+    def __exit__(self, *exc) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in reversed(self.procs):
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
