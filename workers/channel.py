@@ -58,14 +58,8 @@ class Claim:
 
 
 def _fields(task: JobTask, kind: str, body: dict) -> dict:
-    return {
-        "kind": kind,
-        "attempt": task.attempt_id,
-        "job": task.job_id,
-        "first_try": task.first_try,
-        "epoch": task.epoch,
-        "body": json.dumps(body),
-    }
+    # One field holding one JSON array: the cheapest entry to write, send and parse.
+    return {"e": json.dumps([kind, task.attempt_id, task.job_id, task.first_try, task.epoch, body])}
 
 
 class Channel:

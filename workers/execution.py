@@ -28,7 +28,7 @@ class WorkerRuntime:
         self._pid: int | None = None
         self._channel: Channel | None = None
         self._heartbeats: Heartbeats | None = None
-        self.base_env = dict(os.environ)
+        self.base_env = dict(os.environb)
 
     @property
     def channel(self) -> Channel:

@@ -68,7 +68,7 @@ class RunnerHooks:
     jitter: Callable[[], float] = random.random
     # The environment jobs start from (default: this process's, read per job). Executors read it
     # once: decoding os.environ for every one of thousands of jobs is measurable.
-    base_env: dict[str, str] | None = None
+    base_env: dict[bytes, bytes] | None = None  # bytes: subprocess need not encode it per job
 
 
 def run_job(task: JobTask, hooks: RunnerHooks | None = None) -> JobResult:
@@ -106,13 +106,15 @@ def run_job(task: JobTask, hooks: RunnerHooks | None = None) -> JobResult:
     return JobResult(task.run_id, task.attempt_id, task.job_id, tries, epoch=task.epoch)
 
 
-def job_environment(task: JobTask, try_number: int, base: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ) if base is None else base.copy()
-    env.update(task.env)
-    env["EXECUTIONER_RUN_ID"] = str(task.run_id)
-    env["EXECUTIONER_ATTEMPT_ID"] = str(task.attempt_id)
-    env["EXECUTIONER_JOB_ID"] = task.job_id
-    env["EXECUTIONER_TRY"] = str(try_number)
+def job_environment(task: JobTask, try_number: int, base: dict[bytes, bytes] | None = None) -> dict:
+    """The job's environment, as bytes (the form the OS takes: no per-variable encoding per job)."""
+    env = dict(os.environb) if base is None else base.copy()
+    for key, value in task.env.items():
+        env[os.fsencode(key)] = os.fsencode(value)
+    env[b"EXECUTIONER_RUN_ID"] = b"%d" % task.run_id
+    env[b"EXECUTIONER_ATTEMPT_ID"] = b"%d" % task.attempt_id
+    env[b"EXECUTIONER_JOB_ID"] = os.fsencode(task.job_id)
+    env[b"EXECUTIONER_TRY"] = b"%d" % try_number
     return env
 
 

@@ -48,7 +48,7 @@ class LocalExecutor(Executor):
             on_try_end=lambda task, record, final: final or sink(TryEnded(task.job_id, record)),
             cancel=self._cancel,
             worker_name=socket.gethostname(),
-            base_env=dict(os.environ),
+            base_env=dict(os.environb),
         )
 
     def submit(self, task: JobTask) -> None:

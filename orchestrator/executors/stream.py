@@ -8,6 +8,7 @@ dispatches is its own: nothing here is shared with the coordinator's thread.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -40,20 +41,12 @@ class Entry:
 
     @classmethod
     def parse(cls, entry_id: bytes | str, fields: dict) -> Entry:
-        f = {
-            k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
-            for k, v in fields.items()
-        }
-        eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        return cls(
-            eid,
-            f["kind"],
-            int(f["attempt"]),
-            f["job"],
-            int(f["first_try"]),
-            int(f["epoch"]),
-            json.loads(f["body"]),
+        # One JSON field per entry (see workers.channel): [kind, attempt, job, first try, epoch, body]
+        kind, attempt, job, first_try, epoch, body = json.loads(
+            fields[b"e"] if b"e" in fields else fields["e"]
         )
+        eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        return cls(eid, kind, attempt, job, first_try, epoch, body)
 
     def event(self):
         if self.kind == "started":
@@ -144,6 +137,10 @@ class StreamReader:
 
     def stop(self) -> None:
         self._stop.set()
+        # Break the blocking XREADGROUP instead of waiting out its timeout: the thread owns this
+        # client, sees the connection error, finds the stop flag and returns at once.
+        with contextlib.suppress(Exception):  # if it cannot, the read returns within its timeout
+            self.redis.connection_pool.disconnect()
         self._thread.join()
 
     def _loop(self) -> None:
@@ -158,7 +155,11 @@ class StreamReader:
                     self._check_leases()
                     next_check = time.monotonic() + self.check_interval
                 delay = 0.1
-            except RedisError as exc:
+            except (RedisError, OSError, ValueError) as exc:
+                if self._stop.is_set():
+                    return  # stop() broke the connection on purpose
+                if not isinstance(exc, RedisError):
+                    raise
                 log.warning("event stream of run %s unreachable (%s); retrying", self.run_id, exc)
                 self._trusted_from = time.monotonic() + self.lease_ttl
                 self._stop.wait(delay)
