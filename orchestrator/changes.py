@@ -77,6 +77,8 @@ class Verdict:
 
 
 def diff_workflows(old: Workflow, new: Workflow) -> list[Change]:
+    if old is new or old.config_hash == new.config_hash:
+        return []  # the same normalized workflow: nothing to compare job by job
     changes: list[Change] = []
     old_snap, new_snap = old.snapshot(), new.snapshot()
     for key in sorted((set(old_snap) | set(new_snap)) - {"jobs"}):

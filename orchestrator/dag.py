@@ -23,11 +23,7 @@ def build_graph(jobs: Mapping[str, _HasDeps]) -> nx.DiGraph:
 
 def find_cycle(jobs: Mapping[str, _HasDeps]) -> list[str] | None:
     """A cycle as a path that ends where it starts (``["a", "b", "a"]``), or None."""
-    try:
-        edges = nx.find_cycle(build_graph(jobs))
-    except nx.NetworkXNoCycle:
-        return None
-    return [edges[0][0], *(v for _, v in edges)]
+    return Dag(jobs).find_cycle()
 
 
 class Dag:
@@ -35,6 +31,18 @@ class Dag:
 
     def __init__(self, jobs: Mapping[str, _HasDeps]) -> None:
         self.graph = build_graph(jobs)
+
+    def find_cycle(self) -> list[str] | None:
+        graph = self.graph
+        if nx.is_directed_acyclic_graph(graph):  # linear; find_cycle alone is quadratic on a large DAG
+            return None
+        # Search only inside a strongly connected component that holds a cycle: small, and certain.
+        for component in nx.strongly_connected_components(graph):
+            node = next(iter(component))
+            if len(component) > 1 or graph.has_edge(node, node):
+                edges = nx.find_cycle(graph.subgraph(component))
+                return [edges[0][0], *(v for _, v in edges)]
+        return None  # pragma: no cover - a graph that is not a DAG has such a component
 
     @cached_property
     def order(self) -> list[str]:

@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator.context import Context
-from orchestrator.dag import Dag
 from orchestrator.db.engine import read_tx
 from orchestrator.db.queries import RunRecord, get_run, job_history, list_runs, load_run, try_outputs
 from orchestrator.errors import LockedError, UnknownJobError
@@ -29,7 +28,7 @@ def run_status(ctx: Context, run_id: int) -> dict[str, Any]:
         record = _settle_if_abandoned(ctx, run_id, record)
         holder = ctx.locks.holder(run_id)
     workflow = stored_workflow(record)
-    next_plan = plan(workflow, Dag(workflow.jobs), record.state, PlanRequest(resume=True))
+    next_plan = plan(workflow, workflow.dag, record.state, PlanRequest(resume=True))
     last = record.last_attempt
     return {
         "run_id": run_id,

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from orchestrator.changes import Verdict, diff_workflows, judge_changes
 from orchestrator.context import Context
 from orchestrator.coordinator import AttemptOutcome, Coordinator
-from orchestrator.dag import Dag
 from orchestrator.db.engine import read_tx, write_tx
 from orchestrator.db.queries import RunRecord, get_run, load_run
 from orchestrator.db.recorder import AttemptRecorder, AttemptStart
@@ -105,13 +104,11 @@ def start_run(
     if request.dry_run:
         try:
             workflow = load_workflow(request.workflow_path)
-            return DryRun(
-                plan(workflow, Dag(workflow.jobs), RunState(), PlanRequest(from_jobs=request.from_jobs))
-            )
+            return DryRun(plan(workflow, workflow.dag, RunState(), PlanRequest(from_jobs=request.from_jobs)))
         except UserError as exc:
             return DryRun(None, errors=exc.lines())
     workflow = load_workflow(request.workflow_path)
-    the_plan = plan(workflow, Dag(workflow.jobs), RunState(), PlanRequest(from_jobs=request.from_jobs))
+    the_plan = plan(workflow, workflow.dag, RunState(), PlanRequest(from_jobs=request.from_jobs))
     start = AttemptStart(
         workflow=workflow,
         plan=the_plan,
@@ -132,17 +129,17 @@ def start_run(
 def resume_run(
     ctx: Context, request: ResumeRequest, reporter: Reporter | None = None, on_start: Hook | None = None
 ) -> AttemptOutcome | DryRun | NothingToDo:
-    with read_tx(ctx.engine) as conn:
-        get_run(conn, request.run_id)  # unknown run: exit 2 before anything else
     if request.dry_run:
         with read_tx(ctx.engine) as conn:
-            record = load_run(conn, request.run_id)
+            record = load_run(conn, request.run_id)  # unknown run: exit 2
         try:
             given = load_workflow(request.workflow_path) if request.workflow_path else None
             workflow, verdict, the_plan = _plan_resume(record, given, request)
         except UserError as exc:
             return DryRun(None, errors=exc.lines(), run_id=record.run_id)
         return DryRun(the_plan, verdict, verdict.refusal_lines(), record.run_id, record.next_attempt_id)
+    with read_tx(ctx.engine) as conn:
+        get_run(conn, request.run_id)  # unknown run: exit 2 before anything else
     given = load_workflow(request.workflow_path) if request.workflow_path else None
     lock = ctx.locks.acquire(request.run_id, LockOwner("resume"))
     try:
@@ -246,7 +243,7 @@ def _plan_resume(
     )
     the_plan = plan(
         workflow,
-        Dag(workflow.jobs),
+        workflow.dag,
         record.state,
         PlanRequest(
             resume=True,
@@ -275,7 +272,7 @@ def _drive(
     executor.check()
     coordinator = Coordinator(
         start=start,
-        dag=Dag(start.workflow.jobs),
+        dag=start.workflow.dag,
         executor=executor,
         locks=ctx.locks,
         recorder=AttemptRecorder(ctx.engine, flush_interval=ctx.settings.flush_interval),

@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from orchestrator import dag
 from orchestrator.errors import WorkflowError, WorkflowProblem
 from orchestrator.workflow import (
     DEFAULTABLE_FIELDS,
@@ -115,10 +114,15 @@ class _Validator:
             job = self.job(index, raw, defaults)
             if job is not None:
                 jobs[job.id] = job
-        self.graph(jobs)
+        self.dependencies()
         if self.problems:
             return None
-        return Workflow(str(app), jobs, max_parallel, schedule, source=self.name)
+        workflow = Workflow(str(app), jobs, max_parallel, schedule, source=self.name)
+        cycle = workflow.dag.find_cycle()
+        if cycle:
+            self.err(f"dependency cycle: {' -> '.join(cycle)}", job=cycle[0], field="dependencies")
+            return None
+        return workflow
 
     def schedule(self, data: dict) -> Schedule | None:
         cron = data.get("schedule")
@@ -291,16 +295,11 @@ class _Validator:
             return default
         return value
 
-    def graph(self, jobs: dict[str, JobDef]) -> None:
+    def dependencies(self) -> None:
         for job_id, deps in self.declared.items():
             for dep in deps:
                 if dep not in self.declared:
                     self.err(f"unknown job {dep!r}", job=job_id, field="dependencies")
-        if self.problems:
-            return
-        cycle = dag.find_cycle(jobs)
-        if cycle:
-            self.err(f"dependency cycle: {' -> '.join(cycle)}", job=cycle[0], field="dependencies")
 
 
 def _valid_cron(expr: str) -> bool:

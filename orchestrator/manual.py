@@ -71,7 +71,7 @@ def _act(ctx, run_id, job_ids, action, what, choose, details) -> ManualResult:
         unknown = [j for j in job_ids if j not in workflow.jobs]
         if unknown:
             raise UnknownJobError(run_id, unknown)
-        chosen = choose(record, Dag(workflow.jobs))
+        chosen = choose(record, workflow.dag)
         with write_tx(ctx.engine) as conn:
             check_epoch(conn, run_id, lock.epoch)
             conn.execute(

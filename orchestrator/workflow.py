@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from orchestrator.dag import Dag
 from workers.retry import RetryPolicy
 from workers.spec import JobTask
 
@@ -122,6 +123,11 @@ class Workflow:
         snap["jobs"] = sorted(snap["jobs"], key=lambda j: j["id"])
         canonical = json.dumps(snap, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+    @cached_property
+    def dag(self) -> Dag:
+        """The job graph, built once per workflow (validation, planning and the coordinator share it)."""
+        return Dag(self.jobs)
 
     def __len__(self) -> int:
         return len(self.jobs)
