@@ -104,6 +104,10 @@ class Workflow:
 
     def snapshot(self) -> dict[str, Any]:
         """The normalized workflow stored with every attempt (and reloadable by ``loader``)."""
+        return {**self._snapshot, "jobs": list(self._snapshot["jobs"])}
+
+    @cached_property
+    def _snapshot(self) -> dict[str, Any]:
         snap: dict[str, Any] = {"application_name": self.application_name}
         if self.max_parallel is not None:
             snap["max_parallel"] = self.max_parallel
@@ -119,8 +123,7 @@ class Workflow:
     @cached_property
     def config_hash(self) -> str:
         """sha256 of the snapshot with keys and jobs sorted: same meaning, same hash."""
-        snap = self.snapshot()
-        snap["jobs"] = sorted(snap["jobs"], key=lambda j: j["id"])
+        snap = {**self._snapshot, "jobs": sorted(self._snapshot["jobs"], key=lambda j: j["id"])}
         canonical = json.dumps(snap, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 

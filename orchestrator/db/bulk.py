@@ -48,17 +48,19 @@ def update_many(
         conn.exec_driver_sql(sql, params)
 
 
-def insert_many_ignoring_duplicates(
-    conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]
-) -> None:
-    """``INSERT ... ON CONFLICT DO NOTHING`` (SQLite and PostgreSQL): replaying events is harmless."""
+def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], suffix: str = "") -> None:
+    """``INSERT`` of rows that all have the same keys."""
     if not rows:
         return
     columns = list(rows[0])
     m = _marker(conn)
-    sql = (
-        f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([m] * len(columns))}) "
-        "ON CONFLICT DO NOTHING"
-    )
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([m] * len(columns))}){suffix}"
     procs = _processors(conn, table, columns)
     conn.exec_driver_sql(sql, [_row((r[c] for c in columns), procs) for r in rows])
+
+
+def insert_many_ignoring_duplicates(
+    conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """``INSERT ... ON CONFLICT DO NOTHING`` (SQLite and PostgreSQL): replaying events is harmless."""
+    insert_many(conn, table, rows, " ON CONFLICT DO NOTHING")

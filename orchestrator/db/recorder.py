@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, update
 
-from orchestrator.db.bulk import insert_many_ignoring_duplicates, update_many
+from orchestrator.db.bulk import insert_many, insert_many_ignoring_duplicates, update_many
 from orchestrator.db.engine import write_tx
 from orchestrator.db.schema import attempts, audit_events, job_runs, job_tries, runs, utcnow
 from orchestrator.locks.base import LockManager, LockOwner, RunLock, check_epoch
@@ -145,17 +145,19 @@ class AttemptRecorder:
                         details={"via": "--from-job", "from_jobs": list(start.request.get("from_jobs", []))},
                     )
                 )
-        conn.execute(
-            insert(job_runs),
+        jobs = start.workflow.jobs
+        insert_many(
+            conn,
+            job_runs,
             [
                 {
                     "run_id": run_id,
                     "attempt_id": start.attempt_id,
                     "job_id": d.job_id,
-                    "status": JobStatus.PENDING if d.runs else JobStatus.SKIPPED,
+                    "status": str(JobStatus.PENDING if d.runs else JobStatus.SKIPPED),
                     "reason": str(d.reason),
                     "detail": d.detail or None,
-                    "queue": start.workflow.jobs[d.job_id].queue,
+                    "queue": jobs[d.job_id].queue,
                     "retry_count": 0,
                 }
                 for d in plan.decisions.values()
