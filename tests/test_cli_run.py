@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 
@@ -279,3 +280,38 @@ def test_twenty_concurrent_runs_get_distinct_ids_and_no_lock_errors(cli, work):
     assert ids == list(range(1, 21))
     assert all("locked" not in err.lower() and "error" not in err.lower() for _, _, err in results)
     assert len(work.ran()) == 80
+
+
+def test_on_a_terminal_run_shows_live_progress(cli, work):
+    import os
+    import pty
+    import subprocess
+
+    from conftest import EXECUTIONER
+
+    wf = work.workflow([work.job("a"), work.job("b", ["a"], command="exit 5"), work.job("c", ["b"])])
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [EXECUTIONER, "run", str(wf)],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env={**os.environ, **cli.env, "COLUMNS": "120"},
+        cwd=cli.cwd,
+    )
+    os.close(slave)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(master)
+    assert proc.wait(60) == 1
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode(errors="replace"))  # colours
+    assert "run 1 attempt 1" in text and "3 of 3 jobs to run" in text
+    assert "FAILED" in text and "b" in text and "UPSTREAM_FAILED" in text
+    assert "resume with: executioner resume 1" in text
