@@ -12,15 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from orchestrator.settings import ENVIRONMENT_VARIABLES
+
 EXECUTIONER = str(Path(sys.executable).parent / "executioner")
-_SETTINGS_VARS = (
-    "EXECUTIONER_HOME",
-    "EXECUTIONER_DATABASE_URL",
-    "EXECUTIONER_BROKER_URL",
-    "EXECUTIONER_RESULT_BACKEND",
-    "EXECUTIONER_LOCK_URLS",
-    "EXECUTIONER_LEASE_TTL",
-)
 
 
 @dataclass
@@ -38,7 +32,7 @@ class Result:
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    for var in _SETTINGS_VARS:
+    for var in ENVIRONMENT_VARIABLES:  # a developer's own settings must not leak into the tests
         monkeypatch.delenv(var, raising=False)
 
 
