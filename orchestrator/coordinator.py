@@ -12,7 +12,7 @@ import queue
 import random
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orchestrator.dag import Dag
@@ -448,6 +448,4 @@ class Coordinator:
 
 
 def _redispatch(task: JobTask, first_try: int, first_started_at: float | None) -> JobTask:
-    from dataclasses import replace
-
     return replace(task, first_try=first_try, first_started_at=first_started_at)
