@@ -73,7 +73,7 @@ class Cli:
 
 @pytest.fixture(scope="session")
 def postgres():
-    from servers import PostgresServer
+    from support import PostgresServer
 
     server = PostgresServer().start()
     yield server
@@ -148,7 +148,7 @@ def require_binary(name: str) -> str:
 
 @pytest.fixture(scope="session")
 def shared_redis(tmp_path_factory):
-    from servers import RedisServer
+    from support import RedisServer
 
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
@@ -158,7 +158,7 @@ def shared_redis(tmp_path_factory):
 @pytest.fixture(scope="session")
 def shared_workers(shared_redis, tmp_path_factory):
     """Two real workers for the whole session: one on the default queue, one on default and `special`."""
-    from servers import Worker
+    from support import Worker
 
     logs = tmp_path_factory.mktemp("workers")
     env = {"EXECUTIONER_HEARTBEAT_INTERVAL": "1", "EXECUTIONER_HEARTBEAT_TTL": "4"}

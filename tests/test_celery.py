@@ -9,7 +9,7 @@ import signal
 import urllib.request
 
 import pytest
-from servers import RedisServer, Worker, free_port, wait_until
+from support import RedisServer, Worker, free_port, wait_until
 
 FAST_LIVENESS = {"EXECUTIONER_HEARTBEAT_INTERVAL": "1", "EXECUTIONER_HEARTBEAT_TTL": "4"}
 

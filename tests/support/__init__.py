@@ -1,4 +1,4 @@
-"""Real servers for integration tests: redis-server and `executioner worker` processes on loopback.
+"""Test support: real servers for integration tests: redis-server, PostgreSQL and `executioner worker`.
 
 Each waits for readiness by polling with a deadline (never a fixed sleep) and cleans up after itself.
 """
