@@ -83,5 +83,3 @@ class FencedError(RuntimeError):
 
 class ServiceUnavailableError(UserError):
     """A server the command needs (broker, lock servers, database) cannot be reached."""
-
-    exit_code = 2

@@ -143,9 +143,11 @@ class _Recovery:
         if not in_flight:
             return []
         pattern = keys.lease_pattern(self.scope, self.run_id, self.attempt_id)
-        alive = set()
-        for key in self.redis.scan_iter(match=pattern, count=1000):
-            value = self.redis.get(key)
-            if value is not None and value.decode() not in (keys.DONE, keys.LOST):
-                alive.add(key.decode().rsplit(":", 2)[1])
+        found = list(self.redis.scan_iter(match=pattern, count=1000))
+        values = self.redis.mget(found) if found else []  # one round trip, not one per lease
+        alive = {
+            key.decode().rsplit(":", 2)[1]
+            for key, value in zip(found, values, strict=True)
+            if value is not None and value.decode() not in (keys.DONE, keys.LOST)
+        }
         return sorted(j for j in in_flight if j in alive)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from orchestrator.errors import UserError
-from workers.settings import WorkerSettings
+from workers.settings import WorkerSettings, seconds
 
 # Every environment variable Executioner reads (the deploy files are tested against this list).
 ENVIRONMENT_VARIABLES = (
@@ -72,30 +72,22 @@ class Settings:
         lock_urls = given.pop("lock_urls", None) or env.get("EXECUTIONER_LOCK_URLS") or ""
         if isinstance(lock_urls, str):
             lock_urls = tuple(u.strip() for u in lock_urls.split(",") if u.strip())
-        worker = WorkerSettings.from_env(
-            env,
-            broker_url=given.pop("broker_url", None),
-            result_backend=given.pop("result_backend", None),
-        )
+        try:  # a bad value is the user's mistake: one clear line, exit 2 (also for worker settings)
+            worker = WorkerSettings.from_env(
+                env,
+                broker_url=given.pop("broker_url", None),
+                result_backend=given.pop("result_backend", None),
+            )
+            lease_ttl = seconds(env, "EXECUTIONER_LEASE_TTL", 30.0)
+            flush_interval = seconds(env, "EXECUTIONER_FLUSH_INTERVAL", 0.2)
+        except ValueError as exc:
+            raise UserError(f"environment: {exc}") from None
         settings = cls(
             home=home,
             database_url=database_url,
             worker=worker,
             lock_urls=tuple(lock_urls),
-            lease_ttl=_float(env, "EXECUTIONER_LEASE_TTL", 30.0),
-            flush_interval=_float(env, "EXECUTIONER_FLUSH_INTERVAL", 0.2),
+            lease_ttl=lease_ttl,
+            flush_interval=flush_interval,
         )
         return replace(settings, **given) if given else settings
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise UserError(f"environment: {name}: must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise UserError(f"environment: {name}: must be greater than 0, got {raw!r}")
-    return value

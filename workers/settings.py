@@ -28,20 +28,21 @@ class WorkerSettings:
         return cls(
             broker_url=broker,
             result_backend=backend,
-            visibility_timeout=_seconds(env, "EXECUTIONER_VISIBILITY_TIMEOUT", cls.visibility_timeout),
-            heartbeat_interval=_seconds(env, "EXECUTIONER_HEARTBEAT_INTERVAL", cls.heartbeat_interval),
-            heartbeat_ttl=_seconds(env, "EXECUTIONER_HEARTBEAT_TTL", cls.heartbeat_ttl),
+            visibility_timeout=seconds(env, "EXECUTIONER_VISIBILITY_TIMEOUT", cls.visibility_timeout),
+            heartbeat_interval=seconds(env, "EXECUTIONER_HEARTBEAT_INTERVAL", cls.heartbeat_interval),
+            heartbeat_ttl=seconds(env, "EXECUTIONER_HEARTBEAT_TTL", cls.heartbeat_ttl),
         )
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+def seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A positive number of seconds from the environment, or ``default``; ValueError names the variable."""
     raw = env.get(name)
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
+        raise ValueError(f"{name}: must be a number of seconds, got {raw!r}") from None
     if value <= 0:
-        raise ValueError(f"{name} must be greater than 0, got {raw!r}")
+        raise ValueError(f"{name}: must be greater than 0, got {raw!r}")
     return value
