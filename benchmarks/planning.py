@@ -10,7 +10,6 @@ from sqlalchemy import event
 from benchmarks import workflows
 from benchmarks.harness import CaseResult, fresh_context
 from orchestrator.coordinator import Coordinator
-from orchestrator.dag import Dag
 from orchestrator.db.recorder import AttemptRecorder, AttemptStart
 from orchestrator.executors.stub import StubExecutor
 from orchestrator.launch import ResumeRequest, RunRequest, resume_run, start_run
@@ -40,7 +39,7 @@ def plan_resume(scratch: Path, n: int, attempts: int, repeat: int) -> CaseResult
     """A run with ``attempts`` attempts of ``n`` jobs in its history, then ``resume --dry-run``."""
     path = workflows.write(scratch / "big.json", workflows.random_dag(n))
     workflow = load_workflow(path)
-    dag = Dag(workflow.jobs)
+    dag = workflow.dag
     ours, statements = [], []
     with fresh_context() as ctx:
         run_id = None
@@ -57,7 +56,7 @@ def plan_resume(scratch: Path, n: int, attempts: int, repeat: int) -> CaseResult
             state = RunState() if run_id is None else _state(ctx, run_id)
             start = AttemptStart(
                 workflow,
-                plan(workflow, dag, state, request),
+                plan(workflow, state, request),
                 LockOwner("bench"),
                 "stub",
                 run_id=run_id,
@@ -66,7 +65,6 @@ def plan_resume(scratch: Path, n: int, attempts: int, repeat: int) -> CaseResult
             lock = None if run_id is None else ctx.locks.acquire(run_id, LockOwner("bench"))
             coordinator = Coordinator(
                 start=start,
-                dag=dag,
                 executor=StubExecutor(outcome),
                 locks=ctx.locks,
                 recorder=AttemptRecorder(ctx.engine),

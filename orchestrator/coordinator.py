@@ -15,7 +15,6 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from orchestrator.dag import Dag
 from orchestrator.db.recorder import AttemptRecorder, AttemptStart, Totals, ts
 from orchestrator.executors.base import (
     CancelRequested,
@@ -89,7 +88,6 @@ class Coordinator:
         self,
         *,
         start: AttemptStart,
-        dag: Dag,
         executor: Executor,
         locks: LockManager,
         recorder: AttemptRecorder,
@@ -97,7 +95,7 @@ class Coordinator:
         reporter: Reporter | None = None,
         max_in_flight: int | None = None,
     ) -> None:
-        self.start, self.dag, self.executor = start, dag, executor
+        self.start, self.dag, self.executor = start, start.workflow.dag, executor
         self.locks, self.lock, self.recorder = locks, lock, recorder
         self.reporter = reporter or NullReporter()
         self.max_in_flight = max_in_flight  # submitted and not yet ended (the executor's limit)
@@ -106,7 +104,7 @@ class Coordinator:
         self.jobs = start.workflow.jobs
         self.live = {j: _Live() for j in plan.will_run}
         self.waiting = {
-            j: sum(1 for p in dag.parents(j) if p in self.live) for j in self.live
+            j: sum(1 for p in self.dag.parents(j) if p in self.live) for j in self.live
         }  # unfinished dependencies inside this attempt (the others are effectively SUCCESS)
         self.ready = deque(j for j in plan.will_run if self.waiting[j] == 0)
         self.delayed: list[tuple[float, str, JobTask]] = []  # re-dispatches after a lost worker

@@ -28,7 +28,7 @@ def run_status(ctx: Context, run_id: int) -> dict[str, Any]:
         record = _settle_if_abandoned(ctx, run_id, record)
         holder = ctx.locks.holder(run_id)
     workflow = stored_workflow(record)
-    next_plan = plan(workflow, workflow.dag, record.state, PlanRequest(resume=True))
+    next_plan = plan(workflow, record.state, PlanRequest(resume=True))
     last = record.last_attempt
     return {
         "run_id": run_id,

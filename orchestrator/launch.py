@@ -104,11 +104,11 @@ def start_run(
     if request.dry_run:
         try:
             workflow = load_workflow(request.workflow_path)
-            return DryRun(plan(workflow, workflow.dag, RunState(), PlanRequest(from_jobs=request.from_jobs)))
+            return DryRun(plan(workflow, RunState(), PlanRequest(from_jobs=request.from_jobs)))
         except UserError as exc:
             return DryRun(None, errors=exc.lines())
     workflow = load_workflow(request.workflow_path)
-    the_plan = plan(workflow, workflow.dag, RunState(), PlanRequest(from_jobs=request.from_jobs))
+    the_plan = plan(workflow, RunState(), PlanRequest(from_jobs=request.from_jobs))
     start = AttemptStart(
         workflow=workflow,
         plan=the_plan,
@@ -243,7 +243,6 @@ def _plan_resume(
     )
     the_plan = plan(
         workflow,
-        workflow.dag,
         record.state,
         PlanRequest(
             resume=True,
@@ -272,7 +271,6 @@ def _drive(
     executor.check()
     coordinator = Coordinator(
         start=start,
-        dag=start.workflow.dag,
         executor=executor,
         locks=ctx.locks,
         recorder=AttemptRecorder(ctx.engine, flush_interval=ctx.settings.flush_interval),

@@ -62,13 +62,13 @@ class Plan:
         return not any(d.runs for d in self.decisions.values())
 
 
-def plan(workflow: Workflow, dag: Dag, state: RunState, request: PlanRequest) -> Plan:
+def plan(workflow: Workflow, state: RunState, request: PlanRequest) -> Plan:
     unknown = [j for j in request.from_jobs if j not in workflow.jobs]
     if unknown:
         raise UnknownJobError(None, unknown)
     if request.resume:
-        return _plan_resume(workflow, dag, state, request)
-    return _plan_new_run(dag, request)
+        return _plan_resume(workflow.dag, state, request)
+    return _plan_new_run(workflow.dag, request)
 
 
 def _plan_new_run(dag: Dag, request: PlanRequest) -> Plan:
@@ -90,7 +90,7 @@ def _plan_new_run(dag: Dag, request: PlanRequest) -> Plan:
     return Plan(decisions, marks=marks, state=state)
 
 
-def _plan_resume(workflow: Workflow, dag: Dag, state: RunState, request: PlanRequest) -> Plan:
+def _plan_resume(dag: Dag, state: RunState, request: PlanRequest) -> Plan:
     rollbacks = dag.with_descendants(request.from_jobs) if request.from_jobs else set()
     if rollbacks:
         state = state.with_changes({j: PENDING for j in rollbacks})

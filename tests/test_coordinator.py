@@ -9,7 +9,6 @@ from sqlalchemy import event, select, update
 
 from orchestrator.context import Context
 from orchestrator.coordinator import Coordinator
-from orchestrator.dag import Dag
 from orchestrator.db.engine import read_tx, write_tx
 from orchestrator.db.queries import job_history, load_run
 from orchestrator.db.recorder import AttemptRecorder, AttemptStart
@@ -42,10 +41,9 @@ def workflow(edges: dict[str, list[str]]):
 
 def run_attempt(ctx, wf, outcome, *, request=None, state=None, run_id=None, lock=None, attempt_id=1):
     request, state = request or PlanRequest(), state or RunState()
-    dag = Dag(wf.jobs)
     start = AttemptStart(
         wf,
-        plan(wf, dag, state, request),
+        plan(wf, state, request),
         LockOwner("test"),
         "stub",
         run_id=run_id,
@@ -55,7 +53,6 @@ def run_attempt(ctx, wf, outcome, *, request=None, state=None, run_id=None, lock
     executor = StubExecutor(outcome)
     coordinator = Coordinator(
         start=start,
-        dag=dag,
         executor=executor,
         locks=ctx.locks,
         recorder=AttemptRecorder(ctx.engine),

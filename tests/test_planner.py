@@ -2,7 +2,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.dag import Dag
 from orchestrator.errors import UnknownJobError
 from orchestrator.loader import workflow_from_data
 from orchestrator.planner import PlanRequest, plan
@@ -15,8 +14,7 @@ def wf(edges: dict[str, list[str]]):
         "application_name": "app",
         "jobs": [{"id": j, "command": "true", "dependencies": d} for j, d in edges.items()],
     }
-    w = workflow_from_data(data)
-    return w, Dag(w.jobs)
+    return workflow_from_data(data)
 
 
 # a -> b -> d, a -> c -> d, d -> e ; x independent
@@ -28,15 +26,15 @@ def states(**kw) -> RunState:
 
 
 def test_fresh_run_runs_everything_in_topological_order():
-    w, dag = wf(DIAMOND)
-    p = plan(w, dag, RunState(), PlanRequest())
-    assert p.will_run == dag.order and not p.will_skip
-    assert dag.order.index("a") < dag.order.index("d") < dag.order.index("e")
+    w = wf(DIAMOND)
+    p = plan(w, RunState(), PlanRequest())
+    assert p.will_run == w.dag.order and not p.will_skip
+    assert w.dag.order.index("a") < w.dag.order.index("d") < w.dag.order.index("e")
 
 
 def test_midstream_marks_ancestors_and_leaves_the_rest_not_selected():
-    w, dag = wf(DIAMOND)
-    p = plan(w, dag, RunState(), PlanRequest(from_jobs=("b",)))
+    w = wf(DIAMOND)
+    p = plan(w, RunState(), PlanRequest(from_jobs=("b",)))
     assert set(p.will_run) == {"b", "d", "e"}
     assert set(p.marks) == {"a", "c"}  # c feeds d: marked so d can run
     assert p.decisions["c"].reason == SkipReason.MARKED_SUCCESS
@@ -45,60 +43,60 @@ def test_midstream_marks_ancestors_and_leaves_the_rest_not_selected():
 
 
 def test_unknown_from_job():
-    w, dag = wf(DIAMOND)
+    w = wf(DIAMOND)
     with pytest.raises(UnknownJobError, match="'nope'"):
-        plan(w, dag, RunState(), PlanRequest(from_jobs=("nope",)))
+        plan(w, RunState(), PlanRequest(from_jobs=("nope",)))
 
 
 def test_resume_reruns_what_did_not_succeed():
-    w, dag = wf(DIAMOND)
+    w = wf(DIAMOND)
     st_ = states(a="SUCCESS", b="FAILED", c="SUCCESS", d="UPSTREAM_FAILED", e="UPSTREAM_FAILED", x="SUCCESS")
-    p = plan(w, dag, st_, PlanRequest(resume=True))
+    p = plan(w, st_, PlanRequest(resume=True))
     assert p.will_run == ["b", "d", "e"]
     assert p.decisions["a"].reason == SkipReason.ALREADY_SUCCEEDED
 
 
 def test_failed_only_leaves_downstream_pending():
-    w, dag = wf(DIAMOND)
+    w = wf(DIAMOND)
     st_ = states(a="SUCCESS", b="TIMEOUT", c="SUCCESS", d="UPSTREAM_FAILED", e="UPSTREAM_FAILED", x="ERROR")
-    p = plan(w, dag, st_, PlanRequest(resume=True, failed_only=True))
+    p = plan(w, st_, PlanRequest(resume=True, failed_only=True))
     assert set(p.will_run) == {"b", "x"}
     assert p.decisions["d"].reason == SkipReason.NOT_SELECTED
     assert p.decisions["b"].reason == RunReason.FAILED_BEFORE
 
 
 def test_resume_from_job_rolls_back_descendants():
-    w, dag = wf(DIAMOND)
+    w = wf(DIAMOND)
     everything = states(**{j: "SUCCESS" for j in DIAMOND})
-    p = plan(w, dag, everything, PlanRequest(resume=True, from_jobs=("c",)))
+    p = plan(w, everything, PlanRequest(resume=True, from_jobs=("c",)))
     assert set(p.rollbacks) == {"c", "d", "e"} and set(p.will_run) == {"c", "d", "e"}
     assert p.decisions["c"].reason == RunReason.ROLLED_BACK
 
 
 def test_rerun_changed_reruns_descendants():
-    w, dag = wf(DIAMOND)
+    w = wf(DIAMOND)
     everything = states(**{j: "SUCCESS" for j in DIAMOND})
-    p = plan(w, dag, everything, PlanRequest(resume=True, rerun=frozenset({"b"})))
+    p = plan(w, everything, PlanRequest(resume=True, rerun=frozenset({"b"})))
     assert set(p.will_run) == {"b", "d", "e"}
 
 
 def test_nothing_to_do():
-    w, dag = wf(DIAMOND)
-    assert plan(w, dag, states(**{j: "SUCCESS" for j in DIAMOND}), PlanRequest(resume=True)).nothing_to_do
+    w = wf(DIAMOND)
+    assert plan(w, states(**{j: "SUCCESS" for j in DIAMOND}), PlanRequest(resume=True)).nothing_to_do
 
 
 def test_new_jobs_run_on_resume():
-    w, dag = wf({**DIAMOND, "n": ["e"]})
+    w = wf({**DIAMOND, "n": ["e"]})
     st_ = states(**{j: "SUCCESS" for j in DIAMOND})
-    p = plan(w, dag, st_, PlanRequest(resume=True, new_jobs=frozenset({"n"})))
+    p = plan(w, st_, PlanRequest(resume=True, new_jobs=frozenset({"n"})))
     assert p.will_run == ["n"] and p.decisions["n"].reason == RunReason.NEW_JOB
 
 
 def test_failed_only_never_runs_a_job_whose_ancestor_is_unsatisfied():
     # b was force-marked SUCCESS while a is PENDING; c FAILED. failed-only must not run c.
-    w, dag = wf({"a": [], "b": ["a"], "c": ["b"]})
+    w = wf({"a": [], "b": ["a"], "c": ["b"]})
     st_ = RunState({"b": JobState(JobStatus.SUCCESS, None, marked=True), "c": JobState(JobStatus.FAILED, 1)})
-    p = plan(w, dag, st_, PlanRequest(resume=True, failed_only=True))
+    p = plan(w, st_, PlanRequest(resume=True, failed_only=True))
     assert p.will_run == []
     assert "upstream 'a'" in p.decisions["c"].detail
 
@@ -143,11 +141,11 @@ def scenarios(draw):
 @given(scenarios())
 def test_every_job_that_runs_has_its_ancestors_satisfied_or_running(scenario):
     edges, state, request = scenario
-    w, dag = wf(edges)
-    p = plan(w, dag, state if request.resume else RunState(), request)
+    w = wf(edges)
+    p = plan(w, state if request.resume else RunState(), request)
     runs = set(p.will_run)
     for job in runs:
-        for ancestor in dag.ancestors([job]):
+        for ancestor in w.dag.ancestors([job]):
             assert p.state.is_success(ancestor) or ancestor in runs, (job, ancestor)
 
 
@@ -157,9 +155,9 @@ def test_nothing_effectively_successful_reruns_without_rollback_or_change(scenar
     edges, state, request = scenario
     if not request.resume:
         return
-    w, dag = wf(edges)
-    p = plan(w, dag, state, request)
-    allowed = dag.with_descendants(request.from_jobs) | dag.with_descendants(request.rerun)
+    w = wf(edges)
+    p = plan(w, state, request)
+    allowed = w.dag.with_descendants(request.from_jobs) | w.dag.with_descendants(request.rerun)
     for job in p.will_run:
         if state.is_success(job):
             assert job in allowed, job
@@ -169,9 +167,9 @@ def test_nothing_effectively_successful_reruns_without_rollback_or_change(scenar
 @given(scenarios())
 def test_every_job_gets_exactly_one_decision_with_a_reason(scenario):
     edges, state, request = scenario
-    w, dag = wf(edges)
-    p = plan(w, dag, state, request)
-    assert list(p.decisions) == dag.order
+    w = wf(edges)
+    p = plan(w, state, request)
+    assert list(p.decisions) == w.dag.order
     valid = {str(r) for r in RunReason} | {str(r) for r in SkipReason}
     assert all(d.reason in valid for d in p.decisions.values())
     assert all((d.reason in {str(r) for r in RunReason}) == d.runs for d in p.decisions.values())
@@ -181,6 +179,6 @@ def test_every_job_gets_exactly_one_decision_with_a_reason(scenario):
 @given(scenarios())
 def test_plain_resume_reruns_every_job_that_is_not_successful(scenario):
     edges, state, _ = scenario
-    w, dag = wf(edges)
-    p = plan(w, dag, state, PlanRequest(resume=True))
+    w = wf(edges)
+    p = plan(w, state, PlanRequest(resume=True))
     assert set(p.will_run) == {j for j in edges if not state.is_success(j)}
