@@ -8,6 +8,7 @@ failure UPSTREAM_FAILED while independent branches go on, and cancels cleanly on
 from __future__ import annotations
 
 import heapq
+import logging
 import queue
 import random
 import time
@@ -36,6 +37,8 @@ from workers.statuses import (
     attempt_outcome,
     check_job_transition,
 )
+
+log = logging.getLogger("executioner.coordinator")
 
 
 @dataclass(slots=True)
@@ -134,7 +137,10 @@ class Coordinator:
             return self._finish()
         except BaseException:
             # Fenced out by a newer coordinator, or a failure of our own: stop the jobs we started.
-            self.executor.cancel()
+            try:
+                self.executor.cancel()
+            except Exception as exc:  # the original failure is the one to report
+                log.warning("cancelling the jobs of run %s failed: %s", self.recorder.run_id, exc)
             raise
         finally:
             self.executor.close()

@@ -19,6 +19,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from workers import keys
+from workers.patience import patiently
 from workers.spec import JobResult, JobTask, TryRecord
 
 # KEYS: epoch, cancel, lease, events. ARGV: task epoch, owner, ttl ms, then the started event fields.
@@ -109,24 +110,18 @@ class Channel:
         self._send(task, [("ended", result.to_dict())], close_lease=owner)
 
     def _send(self, task: JobTask, events: list[tuple[str, dict]], close_lease: str | None = None) -> None:
+        def append() -> None:
+            pipe = self.redis.pipeline(transaction=False)
+            for kind, body in events:
+                pipe.xadd(keys.events(task.scope, task.run_id), _fields(task, kind, body))
+            if close_lease is not None:
+                self._finish(
+                    keys=[self._lease(task)], args=[close_lease, keys.DONE, DONE_TTL_MS], client=pipe
+                )
+            pipe.execute()
+
         # A result must not be lost to a Redis restart: keep trying (bounded) until it is appended.
-        delay, deadline = 0.1, time.monotonic() + EMIT_PATIENCE_SECONDS
-        while True:
-            try:
-                pipe = self.redis.pipeline(transaction=False)
-                for kind, body in events:
-                    pipe.xadd(keys.events(task.scope, task.run_id), _fields(task, kind, body))
-                if close_lease is not None:
-                    self._finish(
-                        keys=[self._lease(task)], args=[close_lease, keys.DONE, DONE_TTL_MS], client=pipe
-                    )
-                pipe.execute()
-                return
-            except RedisError:
-                if time.monotonic() + delay > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        patiently(append, patience=EMIT_PATIENCE_SECONDS, what=f"job {task.job_id!r} of run {task.run_id}")
 
 
 class Heartbeats:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from kombu.exceptions import OperationalError
 from redis import Redis
 from redis.exceptions import RedisError
 
@@ -13,9 +16,13 @@ from orchestrator.executors.stream import StreamReader, acknowledge, ensure_grou
 from orchestrator.settings import Settings
 from workers import keys
 from workers.celery_app import TASK_NAME, create_app
+from workers.patience import patiently
 from workers.spec import JobTask
 
+T = TypeVar("T")
+log = logging.getLogger("executioner.celery")
 CANCEL_TTL_SECONDS = 24 * 3600
+BROKER_ERRORS = (RedisError, OperationalError, OSError)
 
 
 class CeleryExecutor(Executor):
@@ -30,8 +37,13 @@ class CeleryExecutor(Executor):
         self.app = create_app(settings.worker)
         self.redis = Redis.from_url(settings.broker_url, socket_timeout=30, health_check_interval=10)
         self._reader: StreamReader | None = None
+        self._unacked: list[Any] = []  # recorded in SQL, not yet acknowledged (the broker was away)
         self.run_id: int | None = None
         self.attempt_id: int | None = None
+        # How long a dispatch waits out a broker outage: past the run lock's TTL the lock is gone
+        # anyway (its key expires while Redis is away), so waiting longer could not save the attempt.
+        self.patience = settings.lease_ttl
+        self._gave_up = False  # once a wait ran out, later calls try once: no second long wait
 
     def check(self) -> None:
         try:
@@ -43,9 +55,13 @@ class CeleryExecutor(Executor):
 
     def open(self, run_id: int, attempt_id: int, epoch: int, sink: Sink) -> None:
         self.run_id, self.attempt_id = run_id, attempt_id
-        publish_epoch(self.redis, self.scope, run_id, epoch)
-        self.redis.delete(keys.cancel(self.scope, run_id, attempt_id))
-        ensure_group(self.redis, keys.events(self.scope, run_id))
+
+        def prepare() -> None:
+            publish_epoch(self.redis, self.scope, run_id, epoch)
+            self.redis.delete(keys.cancel(self.scope, run_id, attempt_id))
+            ensure_group(self.redis, keys.events(self.scope, run_id))
+
+        self._patiently(prepare, f"run {run_id}: opening its event stream")
         self._reader = StreamReader(
             Redis.from_url(self.settings.broker_url, socket_timeout=30, health_check_interval=10),
             self.scope,
@@ -60,26 +76,51 @@ class CeleryExecutor(Executor):
     def submit(self, task: JobTask) -> None:
         payload = task.to_dict()
         payload["scope"] = self.scope
-        self.app.send_task(
-            TASK_NAME,
-            args=[payload],
-            task_id=keys.task_id(task.run_id, task.attempt_id, task.job_id, task.first_try),
-            queue=task.queue,
+        task_id = keys.task_id(task.run_id, task.attempt_id, task.job_id, task.first_try)
+        # Publishing twice after an ambiguous failure is harmless: the lease lets one copy run.
+        self._patiently(
+            lambda: self.app.send_task(TASK_NAME, args=[payload], task_id=task_id, queue=task.queue),
+            f"dispatching job {task.job_id!r}",
         )
 
     def cancel(self) -> None:
         if self.run_id is not None:
-            self.redis.set(keys.cancel(self.scope, self.run_id, self.attempt_id), 1, ex=CANCEL_TTL_SECONDS)
+            key = keys.cancel(self.scope, self.run_id, self.attempt_id)
+            self._patiently(
+                lambda: self.redis.set(key, 1, ex=CANCEL_TTL_SECONDS), f"cancelling run {self.run_id}"
+            )
 
     def acknowledge(self, acks: list[Any]) -> None:
-        acknowledge(self.redis, keys.events(self.scope, self.run_id), acks)
+        # Not worth stalling the run for: entries already in SQL that stay unacknowledged are
+        # retried with the next batch (and a later attempt drops them as its predecessor's).
+        self._unacked.extend(acks)
+        try:
+            acknowledge(self.redis, keys.events(self.scope, self.run_id), self._unacked)
+        except RedisError as exc:
+            log.warning("run %s: acknowledging %d events deferred (%s)", self.run_id, len(self._unacked), exc)
+            return
+        self._unacked = []
 
     def close(self) -> None:
+        if self._unacked:
+            self.acknowledge([])
         if self._reader is not None:
             self._reader.stop()
             self._reader.redis.close()
             self._reader = None
         self.redis.close()
+
+    def _patiently(self, op: Callable[[], T], what: str) -> T:
+        try:
+            return patiently(
+                op, patience=0 if self._gave_up else self.patience, what=what, errors=BROKER_ERRORS
+            )
+        except BROKER_ERRORS as exc:
+            self._gave_up = True
+            raise ServiceUnavailableError(
+                f"{what}: broker {_safe(self.settings.broker_url)} unreachable for {self.patience:.0f} s "
+                f"({exc}); the attempt is left for `executioner resume {self.run_id}`"
+            ) from None
 
 
 def publish_epoch(redis: Redis, scope: str, run_id: int, epoch: int) -> None:
