@@ -145,6 +145,33 @@ def test_redis_restarted_mid_run_with_aof_the_run_finishes(own_redis, own_cli, o
     assert sorted(work.ran()) == ["a", "b", "c", "slow"]
 
 
+def test_redis_down_while_a_job_ends_its_result_is_delivered_after_the_outage(
+    own_redis, own_cli, own_workers, work
+):
+    # The outage spans the job's end: the worker must hold the result until Redis is back, and the
+    # coordinator must ride the outage out (reader reconnects, deferred acks) instead of failing.
+    own_workers("w1", "--concurrency", "2")
+    gate, finished = work.flag("gate"), work.flag("finished")
+    jobs = [
+        work.job("slow", command=f"while [ ! -f {gate} ]; do sleep 0.05; done; touch {finished}"),
+        work.job("after", ["slow"]),
+    ]
+    proc = own_cli.popen("run", work.workflow(jobs), "--json")
+    wait_until(lambda: "slow" in work.ran(), 60, "the slow job to start")
+    own_redis.stop()
+    gate.touch()
+    wait_until(finished.exists, 30, "the slow job to end while Redis is down")
+    own_redis.start()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    result = json.loads(out)
+    assert result["status"] == "SUCCESS"
+    assert work.ran() == ["slow", "after"]
+    (slow,) = own_cli("history", result["run_id"], "--job", "slow", "--json").json()["rows"]
+    assert slow["status"] == "SUCCESS"
+    assert [t["status"] for t in slow["retry_history"]] == ["SUCCESS"]
+
+
 def test_coordinator_killed_mid_run_then_resumed_nothing_twice_nothing_lost(own_cli, own_workers, work):
     own_workers("w1", "--concurrency", "2")
     gate = work.flag("gate")
