@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import threading
 import urllib.request
 
 import pytest
@@ -143,6 +144,28 @@ def test_redis_restarted_mid_run_with_aof_the_run_finishes(own_redis, own_cli, o
     assert proc.returncode == 0, err
     assert json.loads(out)["status"] == "SUCCESS"
     assert sorted(work.ran()) == ["a", "b", "c", "slow"]
+
+
+def test_a_dispatch_waits_out_a_short_outage(own_redis, tmp_path):
+    # Celery's publish retry policy (workers.celery_app) is what rides it out: one copy is queued.
+    from orchestrator.executors.celery import CeleryExecutor
+    from orchestrator.settings import Settings
+    from workers import keys
+    from workers.spec import JobTask
+
+    executor = CeleryExecutor(Settings.from_env({}, home=tmp_path, broker_url=own_redis.url), "s")
+    own_redis.stop()
+    back = threading.Timer(1.0, own_redis.start)  # the outage itself, not a synchronization
+    back.start()
+    try:
+        executor.submit(JobTask(run_id=7, attempt_id=1, job_id="a", command="true", epoch=1))
+    finally:
+        back.join()
+        executor.close()
+    client = own_redis.client()
+    (message,) = client.lrange("default", 0, -1)
+    assert json.loads(message)["headers"]["id"] == keys.task_id(7, 1, "a", 1)
+    client.close()
 
 
 def test_redis_down_while_a_job_ends_its_result_is_delivered_after_the_outage(

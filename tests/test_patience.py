@@ -11,7 +11,6 @@ from orchestrator.executors.celery import CeleryExecutor
 from orchestrator.settings import Settings
 from workers import keys
 from workers.patience import patiently
-from workers.spec import JobTask
 
 
 class Clock:
@@ -101,20 +100,6 @@ def test_acks_refused_by_a_restarting_broker_are_kept_and_sent_with_the_next_bat
     executor.acknowledge(ids[2:])
     assert executor.redis.xlen(stream) == 0
     assert executor.redis.xpending(stream, keys.EVENT_GROUP)["pending"] == 0
-
-
-def test_a_dispatch_waits_out_a_short_outage(executor, monkeypatch):
-    sent = []
-    failures = [OSError("Connection refused"), RedisConnectionError("Connection closed by server.")]
-
-    def send_task(name, args, task_id, queue):
-        if failures:
-            raise failures.pop(0)
-        sent.append(task_id)
-
-    monkeypatch.setattr(executor.app, "send_task", send_task)
-    executor.submit(JobTask(run_id=7, attempt_id=1, job_id="a", command="true", epoch=1))
-    assert sent == [keys.task_id(7, 1, "a", 1)]
 
 
 def test_a_broker_gone_for_longer_than_the_lock_ttl_is_one_clear_error(executor, server):

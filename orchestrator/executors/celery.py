@@ -77,10 +77,12 @@ class CeleryExecutor(Executor):
         payload = task.to_dict()
         payload["scope"] = self.scope
         task_id = keys.task_id(task.run_id, task.attempt_id, task.job_id, task.first_try)
-        # Publishing twice after an ambiguous failure is harmless: the lease lets one copy run.
+        # Celery's publish retry policy (workers.celery_app) already rides out a broker restart:
+        # no second retry loop around it, only its final failure made one clear line.
         self._patiently(
             lambda: self.app.send_task(TASK_NAME, args=[payload], task_id=task_id, queue=task.queue),
             f"dispatching job {task.job_id!r}",
+            retry=False,
         )
 
     def cancel(self) -> None:
@@ -110,15 +112,15 @@ class CeleryExecutor(Executor):
             self._reader = None
         self.redis.close()
 
-    def _patiently(self, op: Callable[[], T], what: str) -> T:
+    def _patiently(self, op: Callable[[], T], what: str, *, retry: bool = True) -> T:
+        patience = self.patience if retry and not self._gave_up else 0.0
         try:
-            return patiently(
-                op, patience=0 if self._gave_up else self.patience, what=what, errors=BROKER_ERRORS
-            )
+            return patiently(op, patience=patience, what=what, errors=BROKER_ERRORS)
         except BROKER_ERRORS as exc:
             self._gave_up = True
+            waited = f" for {patience:.0f} s" if patience else ""
             raise ServiceUnavailableError(
-                f"{what}: broker {_safe(self.settings.broker_url)} unreachable for {self.patience:.0f} s "
+                f"{what}: broker {_safe(self.settings.broker_url)} unreachable{waited} "
                 f"({exc}); the attempt is left for `executioner resume {self.run_id}`"
             ) from None
 
