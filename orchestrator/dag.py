@@ -21,11 +21,6 @@ def build_graph(jobs: Mapping[str, _HasDeps]) -> nx.DiGraph:
     return graph
 
 
-def find_cycle(jobs: Mapping[str, _HasDeps]) -> list[str] | None:
-    """A cycle as a path that ends where it starts (``["a", "b", "a"]``), or None."""
-    return Dag(jobs).find_cycle()
-
-
 class Dag:
     """Read-only queries the planner and the coordinator need, computed once per workflow."""
 
@@ -33,6 +28,7 @@ class Dag:
         self.graph = build_graph(jobs)
 
     def find_cycle(self) -> list[str] | None:
+        """A cycle as a path that ends where it starts (``["a", "b", "a"]``), or None."""
         graph = self.graph
         if nx.is_directed_acyclic_graph(graph):  # linear; find_cycle alone is quadratic on a large DAG
             return None

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 
 import pytest
+from support import poll
 
 
 def fails_in_attempt_1(work, job_id: str, deps=(), **fields) -> dict:
@@ -110,11 +110,8 @@ def test_5_three_concurrent_resumes_only_one_proceeds(ex, work):
     ]
     ex("run", work.workflow(jobs))
     procs = [ex.popen("resume", 1, "--json") for _ in range(3)]
-    losers = []
-    deadline = time.monotonic() + 60
-    while len(losers) < 2 and time.monotonic() < deadline:
-        losers = [p for p in procs if p.poll() is not None]
-        time.sleep(0.05)
+    poll(lambda: sum(p.poll() is not None for p in procs) >= 2, 60)
+    losers = [p for p in procs if p.poll() is not None]
     assert len(losers) == 2, "two of the three resumes should have been refused while one runs"
     gate.touch()
     winner = next(p for p in procs if p not in losers)
@@ -308,11 +305,11 @@ def test_coordinator_sigkill_then_resume(ex, work):
         r = ex("status", 1, "--json")
         return r.code == 0 and r.json()["jobs"]["b"]["status"] == "RUNNING"
 
-    assert _wait_for(running, 30)
+    assert poll(running, 30)
     orphan = int(pidfile.read_text())
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
-    assert _wait_for(lambda: ex("status", 1, "--json").json()["status"] == "INTERRUPTED", 30)
+    assert poll(lambda: ex("status", 1, "--json").json()["status"] == "INTERRUPTED", 30)
     assert not _alive(orphan), "the job a dead coordinator left behind was not reaped"
     st = ex("status", 1, "--json").json()
     assert st["jobs"]["b"]["status"] == "ERROR" and st["next_attempt"]["will_run"] == ["b"]
@@ -331,7 +328,7 @@ def test_a_locked_run_refuses_mark_success_and_rollback(ex, work):
     gate = work.flag("gate")
     jobs = [work.job("a", command=f"while [ ! -f {gate} ]; do sleep 0.05; done")]
     proc = ex.popen("run", work.workflow(jobs))
-    assert _wait_for(lambda: ex("status", 1, "--json").code == 0, 30)
+    assert poll(lambda: ex("status", 1, "--json").code == 0, 30)
     for args in (("mark-success", 1, "a"), ("rollback", 1, "a"), ("resume", 1)):
         r = ex(*args)
         assert r.code == 3 and "locked by" in r.err, (args, r)
@@ -357,15 +354,6 @@ def test_seed_flags_keep_working(ex, work):
     work.clear()
     assert ex("-c", wf, "--from-job", "c").code == 0  # a new run: b is marked, c runs
     assert work.ran() == ["c"]
-
-
-def _wait_for(predicate, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def _alive(pid: int) -> bool:

@@ -8,6 +8,7 @@ import signal
 import time
 
 import pytest
+from support import poll
 
 
 def test_a_failing_job_fails_its_descendants_while_independent_branches_finish(cli, work):
@@ -218,7 +219,7 @@ def test_a_signal_cancels_running_jobs_and_exits_130(cli, work, sig):
         ]
     )
     proc = cli.popen("run", wf, "--json")
-    assert _wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 30)
+    assert poll(lambda: pidfile.exists() and pidfile.read_text().strip(), 30)
     job_pid = int(pidfile.read_text())
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=30)
@@ -251,15 +252,6 @@ def test_the_example_workflow_runs(cli, work):
     assert [(t["status"], t["exit_code"]) for t in tries] == [("FAILED", 75), ("SUCCESS", 0)]
 
 
-def _wait_for(predicate, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def _gone_within(pid: int, seconds: float) -> bool:
     def gone() -> bool:
         try:
@@ -268,7 +260,7 @@ def _gone_within(pid: int, seconds: float) -> bool:
         except FileNotFoundError:
             return True
 
-    return _wait_for(gone, seconds)
+    return poll(gone, seconds)
 
 
 def test_twenty_concurrent_runs_get_distinct_ids_and_no_lock_errors(cli, work):

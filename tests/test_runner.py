@@ -2,6 +2,8 @@ import os
 import threading
 import time
 
+from support import poll
+
 from workers.retry import RetryPolicy
 from workers.runner import CancelToken, RunnerHooks, run_job
 from workers.spec import OUTPUT_TAIL_BYTES, JobResult, JobTask
@@ -48,9 +50,7 @@ def test_timeout_kills_the_whole_process_group(tmp_path):
     assert r.status is JobStatus.TIMEOUT and r.exit_code is None
     assert time.monotonic() - start < 10
     bg = int(pidfile.read_text())
-    deadline = time.monotonic() + 5
-    while _alive(bg) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    poll(lambda: not _alive(bg), 5)
     assert not _alive(bg), "the background child survived the timeout"
 
 
@@ -65,9 +65,7 @@ def test_stragglers_left_in_the_background_are_cleaned_up(tmp_path):
     r = run_job(task(f"sleep 60 & echo $! > {pidfile}"))
     assert r.status is JobStatus.SUCCESS
     bg = int(pidfile.read_text())
-    deadline = time.monotonic() + 5
-    while _alive(bg) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    poll(lambda: not _alive(bg), 5)
     assert not _alive(bg)
 
 

@@ -24,13 +24,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(predicate, seconds: float, what: str) -> None:
+def poll(predicate, seconds: float) -> bool:
+    """True as soon as ``predicate()`` is; False once ``seconds`` passed without it."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if predicate():
-            return
+            return True
         time.sleep(0.05)
-    raise TimeoutError(f"timed out after {seconds}s waiting for {what}")
+    return False
+
+
+def wait_until(predicate, seconds: float, what: str) -> None:
+    if not poll(predicate, seconds):
+        raise TimeoutError(f"timed out after {seconds}s waiting for {what}")
 
 
 class RedisServer:
