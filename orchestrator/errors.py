@@ -83,3 +83,7 @@ class FencedError(RuntimeError):
 
 class ServiceUnavailableError(UserError):
     """A server the command needs (broker, lock servers, database) cannot be reached."""
+
+
+class DatabaseFault(RuntimeError):
+    """The history could not be written for longer than the coordinator waits: exit 1, resume later."""

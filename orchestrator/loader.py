@@ -6,13 +6,21 @@ Every problem is collected (not just the first) and names the file, the job and 
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import WorkflowError, WorkflowProblem
+from orchestrator.limits import (
+    MAX_BACKOFF,
+    MAX_CATCHUP,
+    MAX_COMMAND_BYTES,
+    MAX_PARALLEL,
+    MAX_RETRIES,
+    MAX_TEXT,
+)
+from orchestrator.parsing import MAX_FILE_BYTES, bad_string, parse_text, summary
 from orchestrator.workflow import (
     DEFAULTABLE_FIELDS,
     JOB_FIELDS,
@@ -23,41 +31,24 @@ from orchestrator.workflow import (
     Schedule,
     Workflow,
 )
-from workers.retry import DEFAULT_RETRY_ON, RetryPolicy
+from workers.retry import DEFAULT_RETRY_ON, MAX_SECONDS, RetryPolicy
 from workers.statuses import FAILURE_STATUSES, JobStatus
 
-JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+JOB_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,200}")  # used with fullmatch: "abc\n" is not an id
 
 
 def load_workflow(path: str | Path) -> Workflow:
     """Parse and validate ``path``; raise ``WorkflowError`` listing every problem."""
     name = str(path)
     try:
+        if Path(path).stat().st_size > MAX_FILE_BYTES:
+            raise WorkflowError([WorkflowProblem(name, f"is larger than {MAX_FILE_BYTES >> 20} MiB")])
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise WorkflowError([WorkflowProblem(name, "file not found")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise WorkflowError([WorkflowProblem(name, f"cannot read: {exc}")]) from None
     return workflow_from_data(parse_text(text, name), name)
-
-
-def parse_text(text: str, name: str) -> Any:
-    if name.endswith(".json"):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise WorkflowError(
-                [WorkflowProblem(name, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}")]
-            ) from None
-    import yaml  # YAML is a superset of JSON: any other extension is read as YAML
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise WorkflowError([WorkflowProblem(name, f"invalid YAML{where}: {problem}")]) from None
 
 
 def workflow_from_data(data: Any, name: str = "<workflow>") -> Workflow:
@@ -85,13 +76,17 @@ class _Validator:
             return None
         for key in data:
             if key not in WORKFLOW_FIELDS:
-                self.err(f"unknown key (allowed: {', '.join(WORKFLOW_FIELDS)})", field=str(key))
+                self.err(f"unknown key (allowed: {', '.join(WORKFLOW_FIELDS)})", field=_field(key))
         app = data.get("application_name")
         if "application_name" not in data:
             self.err("is required", field="application_name")
         elif not isinstance(app, str) or not app.strip():
-            self.err(f"must be a non-empty string, got {app!r}", field="application_name")
-        max_parallel = self.number(data, "max_parallel", None, None, integer=True, minimum=1)
+            self.err(f"must be a non-empty string, got {summary(app)}", field="application_name")
+        else:
+            self.text(app, None, "application_name", 200)
+        max_parallel = self.number(
+            data, "max_parallel", None, None, integer=True, minimum=1, maximum=MAX_PARALLEL
+        )
         defaults = data.get("defaults", {})
         if defaults is None:
             defaults = {}
@@ -100,14 +95,17 @@ class _Validator:
             defaults = {}
         for key in defaults:
             if key not in DEFAULTABLE_FIELDS:
-                self.err(f"unknown key {key!r} (allowed: {', '.join(DEFAULTABLE_FIELDS)})", field="defaults")
+                self.err(
+                    f"unknown key {_field(key)!r} (allowed: {', '.join(DEFAULTABLE_FIELDS)})",
+                    field="defaults",
+                )
         schedule = self.schedule(data)
         jobs_data = data.get("jobs")
         if "jobs" not in data:
             self.err("is required", field="jobs")
             jobs_data = []
         elif not isinstance(jobs_data, list) or not jobs_data:
-            self.err(f"must be a non-empty list of jobs, got {_short(jobs_data)}", field="jobs")
+            self.err(f"must be a non-empty list of jobs, got {summary(jobs_data)}", field="jobs")
             jobs_data = []
         jobs: dict[str, JobDef] = {}
         for index, raw in enumerate(jobs_data):
@@ -139,7 +137,9 @@ class _Validator:
             self.err(
                 f"must be one of {', '.join(SCHEDULE_CATCHUP)}, got {catchup!r}", field="schedule_catchup"
             )
-        limit = self.number(data, "schedule_catchup_limit", None, 10, integer=True, minimum=1)
+        limit = self.number(
+            data, "schedule_catchup_limit", None, 10, integer=True, minimum=1, maximum=MAX_CATCHUP
+        )
         if cron is None:
             return None
         if not isinstance(cron, str) or not _valid_cron(cron):
@@ -156,8 +156,8 @@ class _Validator:
         if "id" not in raw:
             self.err("is required", job=label, field="id")
             return None
-        if not isinstance(job_id, str) or not JOB_ID_RE.match(job_id):
-            self.err(f"must match [A-Za-z0-9_.-]+, got {job_id!r}", job=label, field="id")
+        if not isinstance(job_id, str) or not JOB_ID_RE.fullmatch(job_id):
+            self.err(f"must match [A-Za-z0-9_.-]{{1,200}}, got {summary(job_id)}", job=label, field="id")
             return None
         if job_id in self.declared:
             self.err("duplicate job id", job=job_id, field="id")
@@ -165,14 +165,14 @@ class _Validator:
         before = len(self.problems)
         for key in raw:
             if key not in JOB_FIELDS:
-                self.err(f"unknown key (allowed: {', '.join(JOB_FIELDS)})", job=job_id, field=str(key))
+                self.err(f"unknown key (allowed: {', '.join(JOB_FIELDS)})", job=job_id, field=_field(key))
         merged = {**defaults, **raw}
         command = self.command(job_id, merged)
         deps = raw.get("dependencies", [])
         if deps is None:
             deps = []
         if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
-            self.err(f"must be a list of job ids, got {_short(deps)}", job=job_id, field="dependencies")
+            self.err(f"must be a list of job ids, got {summary(deps)}", job=job_id, field="dependencies")
             deps = []
         elif len(set(deps)) != len(deps):
             self.err("lists a job more than once", job=job_id, field="dependencies")
@@ -180,11 +180,15 @@ class _Validator:
         env = self.env(job_id, merged.get("env", {}))
         working_dir = merged.get("working_dir")
         if working_dir is not None and (not isinstance(working_dir, str) or not working_dir):
-            self.err(f"must be a path string, got {_short(working_dir)}", job=job_id, field="working_dir")
+            self.err(f"must be a path string, got {summary(working_dir)}", job=job_id, field="working_dir")
+        else:
+            self.text(working_dir, job_id, "working_dir")
         queue = merged.get("queue", "default")
         if not isinstance(queue, str) or not queue:
-            self.err(f"must be a non-empty string, got {_short(queue)}", job=job_id, field="queue")
-        timeout = self.number(merged, "timeout", job_id, None, positive=True)
+            self.err(f"must be a non-empty string, got {summary(queue)}", job=job_id, field="queue")
+        else:
+            self.text(queue, job_id, "queue")
+        timeout = self.number(merged, "timeout", job_id, None, positive=True, maximum=MAX_SECONDS)
         retry = self.retry(job_id, merged)
         if len(self.problems) > before or command is None:
             return None
@@ -196,14 +200,16 @@ class _Validator:
             return None
         command = merged["command"]
         if isinstance(command, str) and command.strip():
-            return command
+            return command if self.text(command, job_id, "command", MAX_COMMAND_BYTES) else None
         if isinstance(command, list) and command and all(isinstance(a, str) for a in command):
             if not command[0]:
                 self.err("the program (first item) must not be empty", job=job_id, field="command")
                 return None
+            if not all(self.text(a, job_id, "command", MAX_COMMAND_BYTES) for a in command):
+                return None
             return tuple(command)
         self.err(
-            f"must be a non-empty string or a non-empty list of strings, got {_short(command)}",
+            f"must be a non-empty string or a non-empty list of strings, got {summary(command)}",
             job=job_id,
             field="command",
         )
@@ -217,11 +223,13 @@ class _Validator:
             return {}
         out: dict[str, str] = {}
         for key, value in env.items():
-            if not isinstance(key, str) or not key or "=" in key:
-                self.err(f"invalid variable name {key!r}", job=job_id, field="env")
+            if not isinstance(key, str) or not key or "=" in key or bad_string(key) or len(key) > 256:
+                self.err(f"invalid variable name {summary(key)}", job=job_id, field="env")
+            elif isinstance(value, str) and not self.text(value, job_id, "env", MAX_COMMAND_BYTES, key):
+                continue
             elif isinstance(value, bool) or not isinstance(value, str | int | float):
                 self.err(
-                    f"value of {key} must be a string or a number, got {_short(value)}",
+                    f"value of {key} must be a string or a number, got {summary(value)}",
                     job=job_id,
                     field="env",
                 )
@@ -235,7 +243,7 @@ class _Validator:
         allowed = sorted(FAILURE_STATUSES)
         if not isinstance(statuses, list) or not all(s in allowed for s in statuses):
             self.err(
-                f"must be a list drawn from {', '.join(allowed)}, got {_short(statuses)}",
+                f"must be a list drawn from {', '.join(allowed)}, got {summary(statuses)}",
                 job=job_id,
                 field="retry_on_status",
             )
@@ -246,18 +254,18 @@ class _Validator:
             or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in codes)
         ):
             self.err(
-                f"must be a list of exit codes 0-255, got {_short(codes)}",
+                f"must be a list of exit codes 0-255, got {summary(codes)}",
                 job=job_id,
                 field="retry_on_exit_codes",
             )
             codes = None
         return RetryPolicy(
-            max_retries=int(n(merged, "max_retries", job_id, 0, integer=True)),
-            retry_delay=float(n(merged, "retry_delay", job_id, 0.0)),
-            retry_backoff=float(n(merged, "retry_backoff", job_id, 1.0, positive=True)),
-            retry_jitter=float(n(merged, "retry_jitter", job_id, 0.0)),
-            max_retry_delay=n(merged, "max_retry_delay", job_id, None),
-            max_retry_time=n(merged, "max_retry_time", job_id, None),
+            max_retries=int(n(merged, "max_retries", job_id, 0, integer=True, maximum=MAX_RETRIES)),
+            retry_delay=float(n(merged, "retry_delay", job_id, 0.0, maximum=MAX_SECONDS)),
+            retry_backoff=float(n(merged, "retry_backoff", job_id, 1.0, positive=True, maximum=MAX_BACKOFF)),
+            retry_jitter=float(n(merged, "retry_jitter", job_id, 0.0, maximum=MAX_SECONDS)),
+            max_retry_delay=n(merged, "max_retry_delay", job_id, None, maximum=MAX_SECONDS),
+            max_retry_time=n(merged, "max_retry_time", job_id, None, maximum=MAX_SECONDS),
             retry_on_status=frozenset(JobStatus(s) for s in statuses),
             retry_on_exit_codes=None if codes is None else frozenset(codes),
         )
@@ -272,6 +280,7 @@ class _Validator:
         integer: bool = False,
         positive: bool = False,
         minimum: float = 0,
+        maximum: float | None = None,
     ) -> Any:
         """A non-negative (or positive / ``>= minimum``) number; ``null`` means the default."""
         value = data.get(key)
@@ -284,16 +293,34 @@ class _Validator:
             or (integer and not isinstance(value, int))
             or (isinstance(value, float) and not math.isfinite(value))
         ):
-            self.err(f"must be {kind}, got {_short(value)}", job=job_id, field=key)
+            self.err(f"must be {kind}, got {summary(value)}", job=job_id, field=key)
             return default
         if positive and value <= 0:
             self.err(f"must be greater than 0, got {value}", job=job_id, field=key)
             return default
         if value < minimum:
             what = "negative" if minimum == 0 else f"less than {minimum}"
-            self.err(f"must not be {what}, got {value}", job=job_id, field=key)
+            self.err(f"must not be {what}, got {summary(value)}", job=job_id, field=key)
+            return default
+        if maximum is not None and value > maximum:
+            self.err(f"must be at most {_number(maximum)}, got {summary(value)}", job=job_id, field=key)
             return default
         return value
+
+    def text(
+        self, value: Any, job_id: str | None, key: str, limit: int = MAX_TEXT, name: str | None = None
+    ) -> bool:
+        """A string the operating system can take (no NUL, valid Unicode) of bounded length."""
+        if not isinstance(value, str):
+            return True
+        what = f"value of {name}" if name else "value"
+        problem = bad_string(value)
+        if problem is None and len(value.encode("utf-8")) > limit:
+            problem = f"is longer than {limit} bytes"
+        if problem is not None:
+            self.err(f"{what} {problem}", job=job_id, field=key)
+            return False
+        return True
 
     def dependencies(self) -> None:
         for job_id, deps in self.declared.items():
@@ -324,6 +351,11 @@ def _type(value: Any) -> str:
     )
 
 
-def _short(value: Any) -> str:
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _field(key: Any) -> str:
+    """An unknown key as a field name in a message: bounded, and printable whatever it holds."""
+    text = key if isinstance(key, str) and bad_string(key) is None else summary(key)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _number(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"

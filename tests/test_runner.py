@@ -163,3 +163,26 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_long_timeout_is_supervised():
+    # poll() takes a C int of milliseconds: a 30-day timeout overflowed it and left the job unsupervised.
+    r = run_job(task("exit 4", timeout=30 * 24 * 3600.0))
+    assert r.status is JobStatus.FAILED and r.exit_code == 4 and r.final.error is None
+    cancel = CancelToken()
+    threading.Timer(0.3, cancel.cancel).start()
+    r = run_job(task("sleep 30", timeout=365 * 24 * 3600.0), RunnerHooks(cancel=cancel))
+    assert r.status is JobStatus.CANCELLED
+    cancel.close()
+
+
+def test_the_local_pool_starts_threads_only_for_jobs_it_gets():
+    from orchestrator.executors.local import LocalExecutor
+
+    events = []
+    executor = LocalExecutor(10**12)  # --max-parallel 1e12 once allocated a thread per slot up front
+    executor.open(1, 1, 1, events.append)
+    assert executor._threads == []
+    executor.submit(task("true"))
+    assert poll(lambda: events, 10) and len(executor._threads) == 1
+    executor.close()

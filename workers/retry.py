@@ -6,11 +6,15 @@ tested alone; ``decide`` is the one place that combines them for the runner.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from workers.statuses import FAILURE_STATUSES, JobStatus
 
 DEFAULT_RETRY_ON = frozenset(FAILURE_STATUSES)
+# The longest time a job's settings may name (timeouts, delays, retry budgets: a year), and the
+# longest single wait whatever backoff**tries computes: waits stay numbers every timer accepts.
+MAX_SECONDS = 366 * 24 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +78,11 @@ class RetryPolicy:
         """
         if try_number < 1:
             raise ValueError("try_number is 1-based")
-        delay = self.retry_delay * (self.retry_backoff ** (try_number - 1))
-        delay += self.retry_jitter * jitter_sample
+        try:
+            delay = self.retry_delay * (self.retry_backoff ** (try_number - 1))
+        except OverflowError:  # backoff**tries past float range: the cap (or MAX_SECONDS) decides
+            delay = math.inf if self.retry_delay > 0 else 0.0
+        delay = min(delay + self.retry_jitter * jitter_sample, float(MAX_SECONDS))
         if self.max_retry_delay is not None:
             delay = min(delay, self.max_retry_delay)
         return max(0.0, delay)

@@ -25,6 +25,9 @@ from workers.spec import OUTPUT_TAIL_BYTES, JobResult, JobTask, TryRecord
 from workers.statuses import JobStatus
 
 KILL_GRACE_SECONDS = 3.0  # between SIGTERM and SIGKILL of a timed-out or cancelled job
+# poll() takes a C int of milliseconds (24.8 days at most): longer waits (a 30-day timeout) are
+# taken in slices; waking once an hour costs nothing.
+MAX_POLL_MS = 3600 * 1000
 DRAIN_SECONDS = 0.5  # how long to keep reading pipes held open by killed stragglers
 _READ_CHUNK = 65536
 
@@ -191,7 +194,7 @@ def _supervise(
         while not exited:
             now = time.monotonic()
             waits = [t - now for t in (deadline if killed_for is None else None, kill_at) if t is not None]
-            wait_ms = max(0, math.ceil(min(waits) * 1000)) if waits else None
+            wait_ms = min(MAX_POLL_MS, max(0, math.ceil(min(waits) * 1000))) if waits else None
             for fd, _ in poller.poll(wait_ms):
                 if fd == pidfd:
                     exited = True

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import click
 
+from orchestrator.limits import MAX_ID
+
 _OPTIONS = [
     click.option("-c", "--config", "legacy_config", type=click.Path(dir_okay=False), hidden=True),
     click.option("--from-job", "legacy_from_jobs", multiple=True, hidden=True),
-    click.option("--resume-from", "legacy_resume_from", type=int, hidden=True),
+    click.option("--resume-from", "legacy_resume_from", type=click.IntRange(1, MAX_ID), hidden=True),
     click.option("--resume-failed-only", "legacy_failed_only", is_flag=True, hidden=True),
     click.option("--force", "legacy_force", is_flag=True, hidden=True),
     click.option("--dry-run", "legacy_dry_run", is_flag=True, hidden=True),
     click.option("--mark-success", "legacy_mark_success", is_flag=True, hidden=True),
-    click.option("-r", "--run-id", "legacy_run_id", type=int, hidden=True),
+    click.option("-r", "--run-id", "legacy_run_id", type=click.IntRange(1, MAX_ID), hidden=True),
     click.option("-j", "--jobs", "legacy_jobs", hidden=True),
     click.option("--rollback-to", "legacy_rollback_to", hidden=True),
     click.option("--show-resume-status", "legacy_show_status", is_flag=True, hidden=True),

@@ -12,7 +12,11 @@ import click
 from orchestrator.cli import render
 from orchestrator.cli.legacy import LEGACY_OPTIONS, legacy_dispatch
 from orchestrator.cli.services import flower, worker
-from orchestrator.errors import FencedError, LockedError, UserError
+from orchestrator.errors import DatabaseFault, FencedError, LockedError, UserError
+from orchestrator.limits import MAX_ID, MAX_LIST, MAX_PARALLEL
+
+RUN_ID = click.IntRange(1, MAX_ID)  # past it, the database would overflow, not answer "unknown"
+PARALLEL = click.IntRange(1, MAX_PARALLEL)
 
 
 class _Cli(click.Group):
@@ -30,6 +34,9 @@ class _Cli(click.Group):
         except FencedError as exc:
             click.echo(f"executioner: stopped: {exc}", err=True)
             ctx.exit(1)
+        except DatabaseFault as exc:
+            click.echo(f"executioner: {exc}", err=True)
+            ctx.exit(1)
         except BrokenPipeError:  # `executioner history 3 | head`: the reader left, so do we, quietly
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             ctx.exit(141)
@@ -39,12 +46,22 @@ class _Cli(click.Group):
         except Exception as exc:
             if os.environ.get("EXECUTIONER_DEBUG"):
                 raise
+            if _is_database_error(exc):  # one line, never the SQL text or its parameters (job output)
+                from orchestrator.db.engine import describe
+
+                click.echo(f"executioner: database error: {describe(exc)}", err=True)
+                ctx.exit(1)
             click.echo(
                 f"executioner: internal error: {type(exc).__name__}: {exc} "
                 "(set EXECUTIONER_DEBUG=1 for the traceback)",
                 err=True,
             )
             ctx.exit(1)
+
+
+def _is_database_error(exc: BaseException) -> bool:
+    # Checked by name: importing SQLAlchemy here would slow every command, --help included.
+    return any(c.__module__ == "sqlalchemy.exc" and c.__name__ == "DBAPIError" for c in type(exc).__mro__)
 
 
 def _settings(ctx: click.Context):
@@ -131,7 +148,7 @@ def _trigger_reason() -> str:
 @click.option(
     "--executor", type=click.Choice(["local", "celery"]), help="Default: celery if a broker is set."
 )
-@click.option("--max-parallel", type=click.IntRange(min=1), help="Jobs in flight at once (local: CPU count).")
+@click.option("--max-parallel", type=PARALLEL, help="Jobs in flight at once (local: CPU count).")
 @click.option("--dry-run", is_flag=True, help="Show the plan and the verdict; write nothing.")
 @click.option("--triggered-by", default="cli", hidden=True)  # set by the scheduler
 @click.option("--trigger-reason", hidden=True)
@@ -156,7 +173,7 @@ def run(ctx, workflow, from_jobs, executor, max_parallel, dry_run, triggered_by,
 
 
 @cli.command()
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=RUN_ID)
 @click.option(
     "-c",
     "--config",
@@ -169,7 +186,7 @@ def run(ctx, workflow, from_jobs, executor, max_parallel, dry_run, triggered_by,
 @click.option("--rerun-changed", is_flag=True, help="Re-run jobs whose definition changed, and descendants.")
 @click.option("--from-job", "from_jobs", multiple=True, help="Roll this job and its descendants back first.")
 @click.option("--executor", type=click.Choice(["local", "celery"]))
-@click.option("--max-parallel", type=click.IntRange(min=1))
+@click.option("--max-parallel", type=PARALLEL)
 @click.option("--dry-run", is_flag=True, help="Show the plan, the changes and the verdict; write nothing.")
 @_json_option
 @click.pass_context
@@ -207,7 +224,7 @@ def resume(
 
 
 @cli.command("mark-success")
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=RUN_ID)
 @click.argument("jobs", nargs=-1, required=True)
 @click.option("--with-upstream", is_flag=True, help="Mark unsatisfied ancestors SUCCESS too.")
 @click.option("--force", is_flag=True, help="Mark even if ancestors are not SUCCESS.")
@@ -223,7 +240,7 @@ def mark_success(ctx, run_id, jobs, with_upstream, force, as_json) -> None:
 
 
 @cli.command()
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=RUN_ID)
 @click.argument("job")
 @_json_option
 @click.pass_context
@@ -237,7 +254,7 @@ def rollback(ctx, run_id, job, as_json) -> None:
 
 
 @cli.command()
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=RUN_ID)
 @_json_option
 @click.pass_context
 def status(ctx, run_id, as_json) -> None:
@@ -249,7 +266,7 @@ def status(ctx, run_id, as_json) -> None:
 
 
 @cli.command()
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, MAX_LIST))
 @_json_option
 @click.pass_context
 def runs(ctx, limit, as_json) -> None:
@@ -261,7 +278,7 @@ def runs(ctx, limit, as_json) -> None:
 
 
 @cli.command()
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=RUN_ID)
 @click.option("--job", "job_id", help="Only this job.")
 @_json_option
 @click.pass_context
@@ -274,9 +291,9 @@ def history(ctx, run_id, job_id, as_json) -> None:
 
 
 @cli.command()
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=RUN_ID)
 @click.argument("job")
-@click.option("--attempt", type=int, help="Attempt (default: the latest one that ran JOB).")
+@click.option("--attempt", type=RUN_ID, help="Attempt (default: the latest one that ran JOB).")
 @click.pass_context
 def logs(ctx, run_id, job, attempt) -> None:
     """The stored output (last 64 KiB of stdout and stderr) of each try of JOB."""

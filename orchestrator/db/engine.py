@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import URL, Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
 from orchestrator.db.schema import HEAD_REVISION
-from orchestrator.errors import UserError
+from orchestrator.errors import ServiceUnavailableError, UserError
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 
@@ -26,18 +27,62 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def safe_url(url: str | URL) -> str:
+    """A database or broker URL fit to print or store: the password never appears."""
+    try:
+        return make_url(str(url)).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can parse: show only its scheme
+        return str(url).split("://", 1)[0] + "://..." if "://" in str(url) else "<url>"
+
+
 def make_engine(url: str) -> Engine:
     url = normalize_url(url)
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False})
-    else:  # one shared connection, or every connection would see its own empty in-memory database
-        engine = create_engine(url, connect_args={"check_same_thread": False}, poolclass=StaticPool)
+    try:
+        parsed = make_url(url)
+        if parsed.get_backend_name() != "sqlite":
+            return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        if parsed.database and parsed.database != ":memory:":
+            private_file(Path(parsed.database).expanduser())
+            engine = create_engine(url, connect_args={"check_same_thread": False})
+        else:  # one shared connection, or every connection would see its own empty in-memory database
+            engine = create_engine(url, connect_args={"check_same_thread": False}, poolclass=StaticPool)
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise UserError(f"database URL {safe_url(url)} is not usable: {_first_line(exc)}") from None
     _tune_sqlite(engine)
     return engine
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` (and its folder) readable by its owner only: history holds job output.
+
+    SQLite gives its -wal and -shm files the database file's permissions, so they follow.
+    """
+    try:
+        private_dir(path.parent)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        os.close(fd)
+        if path.stat().st_uid == os.getuid():
+            path.chmod(0o600)
+    except OSError as exc:
+        raise UserError(f"cannot use {path}: {exc.strerror or exc}") from None
+
+
+def private_dir(path: Path) -> None:
+    """Make ``path`` (0700 if created here). An existing one is tightened only if it is ours alone:
+    empty, or holding our database; never a shared folder such as /tmp someone pointed us at."""
+    if not path.exists():
+        path.mkdir(mode=0o700, parents=True)
+        return
+    if not path.is_dir():
+        raise NotADirectoryError(20, "not a directory", str(path))
+    info = path.stat()
+    ours = info.st_uid == os.getuid() and (not any(path.iterdir()) or (path / "executioner.db").exists())
+    if ours and info.st_mode & 0o077:
+        path.chmod(0o700)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 def _tune_sqlite(engine: Engine) -> None:
@@ -79,11 +124,23 @@ def read_tx(engine: Engine) -> Iterator[Connection]:
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The schema revision (None: an empty database); an unreachable database is said to be one."""
     try:
-        with engine.connect() as conn:
-            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    except (OperationalError, ProgrammingError):
-        return None
+        conn = engine.connect()
+    except DBAPIError as exc:
+        raise ServiceUnavailableError(
+            f"database {safe_url(engine.url)} is unreachable: {describe(exc)}"
+        ) from None
+    with conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def describe(exc: DBAPIError) -> str:
+    """The driver's own message, first line only: never the SQL statement or its parameters (which
+    may carry job output or secrets)."""
+    return _first_line(exc.orig if exc.orig is not None else exc)
 
 
 def alembic_config(engine: Engine):
@@ -114,7 +171,7 @@ def ensure_schema(engine: Engine) -> None:
         return
     if engine.dialect.name != "sqlite":
         raise UserError(
-            f"database {engine.url.render_as_string(hide_password=True)} is at schema revision "
+            f"database {safe_url(engine.url)} is at schema revision "
             f"{revision or 'none'}, this version needs {HEAD_REVISION}: run `executioner db upgrade`"
         )
     database = engine.url.database
@@ -122,7 +179,7 @@ def ensure_schema(engine: Engine) -> None:
         upgrade(engine)
         return
     # Many coordinators may start at once on a new home: one migrates, the others wait for it.
-    with open(f"{database}.migrate-lock", "w") as lock_file:
+    with os.fdopen(os.open(f"{database}.migrate-lock", os.O_CREAT | os.O_RDWR, 0o600), "w") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         if current_revision(engine) != HEAD_REVISION:
             upgrade(engine)

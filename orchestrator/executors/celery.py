@@ -10,6 +10,7 @@ from kombu.exceptions import OperationalError
 from redis import Redis
 from redis.exceptions import RedisError
 
+from orchestrator.db.engine import safe_url
 from orchestrator.errors import ServiceUnavailableError
 from orchestrator.executors.base import Executor, Sink
 from orchestrator.executors.stream import StreamReader, acknowledge, ensure_group
@@ -50,7 +51,7 @@ class CeleryExecutor(Executor):
             self.redis.ping()
         except RedisError as exc:
             raise ServiceUnavailableError(
-                f"broker {_safe(self.settings.broker_url)} is unreachable: {exc}"
+                f"broker {safe_url(self.settings.broker_url or '')} is unreachable: {exc}"
             ) from None
 
     def open(self, run_id: int, attempt_id: int, epoch: int, sink: Sink) -> None:
@@ -120,7 +121,7 @@ class CeleryExecutor(Executor):
             self._gave_up = True
             waited = f" for {patience:.0f} s" if patience else ""
             raise ServiceUnavailableError(
-                f"{what}: broker {_safe(self.settings.broker_url)} unreachable{waited} "
+                f"{what}: broker {safe_url(self.settings.broker_url or '')} unreachable{waited} "
                 f"({exc}); the attempt is left for `executioner resume {self.run_id}`"
             ) from None
 
@@ -128,12 +129,3 @@ class CeleryExecutor(Executor):
 def publish_epoch(redis: Redis, scope: str, run_id: int, epoch: int) -> None:
     """Mirror the run's fencing token for workers: tasks of an older holder are discarded on delivery."""
     redis.set(keys.epoch(scope, run_id), epoch)
-
-
-def _safe(url: str | None) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<broker>"

@@ -34,12 +34,7 @@ class LocalExecutor(Executor):
     def open(self, run_id: int, attempt_id: int, epoch: int, sink: Sink) -> None:
         self._sink = sink
         self._cancel = CancelToken()
-        self._threads = [
-            threading.Thread(target=self._work, name=f"executioner-job-{i}", daemon=True)
-            for i in range(self.max_workers)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._threads = []  # started as jobs arrive: a huge --max-parallel costs nothing up front
         self._hooks = RunnerHooks(
             on_try_start=lambda task, n, pid, at: sink(
                 TryStarted(task.job_id, n, self._hooks.worker_name, pid, at)
@@ -52,7 +47,14 @@ class LocalExecutor(Executor):
         )
 
     def submit(self, task: JobTask) -> None:
-        assert self._threads, "open() first"
+        assert self._cancel is not None, "open() first"
+        if len(self._threads) < self.max_workers:
+            # The coordinator keeps at most 2 x parallel submitted: threads never outnumber the jobs.
+            thread = threading.Thread(
+                target=self._work, name=f"executioner-job-{len(self._threads)}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
         self._queue.put(task)
 
     def _work(self) -> None:
