@@ -136,8 +136,9 @@ def test_a_bounded_alias_use_still_works():
     assert data["defaults"] == {"max_retries": 2}
     with pytest.raises(WorkflowError, match="expands"):
         parse_text(_bomb(levels=8, width=8), "b.yaml")  # 8**8 = 16.7 M > MAX_NODES
-    # One level less (8**7 = 2.1 M values) passes: the bound is on expansion, not on using aliases.
-    assert parse_text(_bomb(levels=7, width=8), "b.yaml")["application_name"] == "bomb"
+    # Two levels less (8**6 = 262,144 values, counted twice) pass: the bound is on expansion, not on
+    # using aliases.
+    assert parse_text(_bomb(levels=6, width=8), "b.yaml")["application_name"] == "bomb"
 
 
 def test_merge_keys_may_override_but_plain_keys_may_not():
