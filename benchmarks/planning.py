@@ -14,7 +14,7 @@ from orchestrator.db.recorder import AttemptRecorder, AttemptStart
 from orchestrator.executors.stub import StubExecutor
 from orchestrator.launch import ResumeRequest, RunRequest, resume_run, start_run
 from orchestrator.loader import load_workflow
-from orchestrator.locks.base import LockOwner
+from orchestrator.locks.base import LockOwner, RunHandle
 from orchestrator.planner import PlanRequest, plan
 from orchestrator.state import RunState
 from workers.statuses import JobStatus
@@ -62,16 +62,16 @@ def plan_resume(scratch: Path, n: int, attempts: int, repeat: int) -> CaseResult
                 run_id=run_id,
                 attempt_id=attempt,
             )
-            lock = None if run_id is None else ctx.locks.acquire(run_id, LockOwner("bench"))
-            coordinator = Coordinator(
-                start=start,
-                executor=StubExecutor(outcome),
-                locks=ctx.locks,
-                recorder=AttemptRecorder(ctx.engine),
-                lock=lock,
-            )
-            run_id = coordinator.run().run_id
-            coordinator.lock.release()
+            with RunHandle(ctx.locks, LockOwner("bench"), run_id) as handle:
+                if run_id is not None:
+                    handle.acquire()
+                coordinator = Coordinator(
+                    start=start,
+                    executor=StubExecutor(outcome),
+                    handle=handle,
+                    recorder=AttemptRecorder(ctx.engine),
+                )
+                run_id = coordinator.run().run_id
         counted: list[str] = []
         event.listen(ctx.engine, "before_cursor_execute", lambda *a: counted.append(a[2]))
         for _ in range(repeat):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, Row
 
 from orchestrator.db.engine import ensure_schema, make_engine
 from orchestrator.errors import UserError
@@ -13,7 +13,10 @@ from orchestrator.executors.base import Executor
 from orchestrator.locks.base import LockManager
 from orchestrator.settings import Settings
 
-EXECUTORS = ("local", "celery")
+if TYPE_CHECKING:
+    from redis import Redis
+
+    from workers.journal import Journal
 
 
 class Context:
@@ -43,6 +46,35 @@ class Context:
 
         return SqlLeaseManager(self.engine, ttl=self.settings.lease_ttl)
 
+    def locks_for(self, run: Row) -> LockManager:
+        """The lock manager of the kind that guards ``run`` (recorded with it), whatever this
+        command's own configuration would choose for a new run.
+
+        A command that cannot reach the run's lock refuses (one line naming what to set) rather
+        than take a different, unrelated lock: that would fence out a live coordinator.
+        """
+        kind = run.lock_kind or self.locks.kind  # runs recorded before the kind was: as before
+        if kind == "sql":
+            if self.locks.kind == "sql":
+                return self.locks
+            if "sql_locks" not in self.__dict__:
+                from orchestrator.locks.sql_lease import SqlLeaseManager
+
+                self.__dict__["sql_locks"] = SqlLeaseManager(self.engine, ttl=self.settings.lease_ttl)
+            return self.__dict__["sql_locks"]
+        recorded = sorted(run.lock_servers or [])
+        if self.locks.kind != "redlock":
+            raise UserError(
+                f"run {run.run_id} is guarded by a Redis Redlock ({', '.join(recorded) or 'Redis'}): "
+                "set EXECUTIONER_BROKER_URL or EXECUTIONER_LOCK_URLS to reach it"
+            )
+        if recorded and self.locks.servers != recorded:
+            raise UserError(
+                f"run {run.run_id} is guarded by a Redlock on {', '.join(recorded)}, but this command "
+                f"is configured for {', '.join(self.locks.servers)}: set EXECUTIONER_LOCK_URLS to the run's"
+            )
+        return self.locks
+
     @cached_property
     def scope(self) -> str:
         """This history database's installation id, which scopes its runs' keys in Redis."""
@@ -54,30 +86,34 @@ class Context:
             return conn.execute(select(installation.c.id)).scalar_one().replace("-", "")[:12]
 
     def executor(self, name: str | None, parallel: int) -> Executor:
-        name = name or self.settings.default_executor
-        if name == "local":
-            from orchestrator.executors.local import LocalExecutor
+        from orchestrator.executors.registry import kind
 
-            return LocalExecutor(parallel)
-        if name == "celery":
-            if not self.settings.broker_url:
-                raise UserError(
-                    "--executor celery needs a broker: set EXECUTIONER_BROKER_URL or --broker-url"
-                )
-            from orchestrator.executors.celery import CeleryExecutor
-
-            return CeleryExecutor(self.settings, self.scope)
-        raise UserError(f"unknown executor {name!r} (choose from {', '.join(EXECUTORS)})")
+        return kind(name or self.settings.default_executor).create(self, parallel)
 
     def default_parallelism(self, executor: str | None) -> int | None:
         """Local: the CPU count. Celery: no cap of our own (the workers' concurrency is the cap)."""
-        if (executor or self.settings.default_executor) == "local":
-            return os.cpu_count() or 2
-        return None
+        from orchestrator.executors.registry import kind
+
+        return kind(executor or self.settings.default_executor).default_parallelism()
+
+    @cached_property
+    def journal(self) -> Journal:
+        """Where the local pool keeps results until they are in this history (per installation)."""
+        from workers.journal import Journal
+
+        return Journal(self.settings.home / "journal" / self.scope)
+
+    def redis(self) -> Redis:
+        """A new client for the broker (the caller closes it)."""
+        from workers.redis_client import connect
+
+        assert self.settings.broker_url, "no broker configured"
+        return connect(self.settings.broker_url)
 
     def close(self) -> None:
-        if "locks" in self.__dict__:
-            self.locks.close()
+        for name in ("locks", "sql_locks"):
+            if name in self.__dict__:
+                self.__dict__[name].close()
         if "engine" in self.__dict__:
             self.engine.dispose()
 

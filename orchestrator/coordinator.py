@@ -16,27 +16,28 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from orchestrator.db.recorder import AttemptRecorder, AttemptStart, Totals, ts
+from sqlalchemy.exc import DBAPIError
+
+from orchestrator.db.closing import Totals
+from orchestrator.db.recorder import AttemptRecorder, AttemptStart
+from orchestrator.db.rows import ended_columns, started_columns
+from orchestrator.errors import DatabaseFault, ServiceUnavailableError
 from orchestrator.executors.base import (
     CancelRequested,
     Event,
     Executor,
+    ExecutorFailed,
     JobEnded,
     JobLost,
     TryEnded,
     TryStarted,
 )
-from orchestrator.locks.base import LockManager, RunLock
+from orchestrator.history_health import HistoryHealth
+from orchestrator.locks.base import RunHandle
 from orchestrator.reporting import NullReporter, Reporter
 from workers.retry import decide
 from workers.spec import JobTask, TryRecord
-from workers.statuses import (
-    AttemptStatus,
-    EndReason,
-    JobStatus,
-    attempt_outcome,
-    check_job_transition,
-)
+from workers.statuses import AttemptStatus, EndReason, JobStatus, check_job_transition
 
 log = logging.getLogger("executioner.coordinator")
 
@@ -92,14 +93,15 @@ class Coordinator:
         *,
         start: AttemptStart,
         executor: Executor,
-        locks: LockManager,
+        handle: RunHandle,
         recorder: AttemptRecorder,
-        lock: RunLock | None = None,
         reporter: Reporter | None = None,
         max_in_flight: int | None = None,
+        history_patience: float = 300.0,
     ) -> None:
         self.start, self.dag, self.executor = start, start.workflow.dag, executor
-        self.locks, self.lock, self.recorder = locks, lock, recorder
+        self.handle, self.recorder = handle, recorder
+        self.history = HistoryHealth(history_patience)
         self.reporter = reporter or NullReporter()
         self.max_in_flight = max_in_flight  # submitted and not yet ended (the executor's limit)
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
@@ -116,6 +118,7 @@ class Coordinator:
         self.began = False
         self._acks: list[Any] = []
         self._next_renewal = 0.0
+        self._abandon = False  # stopping without recording the rest: leave running jobs to finish
 
     def request_cancel(self, why: str) -> None:
         """Safe from a signal handler: it only enqueues."""
@@ -135,6 +138,9 @@ class Coordinator:
                     event = self._poll()
                 self._maintain()
             return self._finish()
+        except DatabaseFault:
+            self._abandon = True  # their results are kept (journal, stream): a resume records them
+            raise
         except BaseException:
             # Fenced out by a newer coordinator, or a failure of our own: stop the jobs we started.
             try:
@@ -143,7 +149,7 @@ class Coordinator:
                 log.warning("cancelling the jobs of run %s failed: %s", self.recorder.run_id, exc)
             raise
         finally:
-            self.executor.close()
+            self.executor.close(abandon=self._abandon)
 
     def _next_event(self) -> Event | None:
         timeout = self._seconds_until_next_duty()
@@ -159,8 +165,10 @@ class Coordinator:
             return None
 
     def _seconds_until_next_duty(self) -> float | None:
-        waits = [self.recorder.seconds_until_due()]
-        if self.lock is not None:
+        waits = [
+            self.history.seconds_until_retry() if self.history.down else self.recorder.seconds_until_due()
+        ]
+        if self.handle.held:
             waits.append(max(0.0, self._next_renewal - time.monotonic()))
         if self.delayed:
             waits.append(max(0.0, self.delayed[0][0] - time.monotonic()))
@@ -168,19 +176,34 @@ class Coordinator:
         return min(waits) if waits else None
 
     def _maintain(self) -> None:
+        failure = self.executor.failure()
+        if failure is not None:
+            raise ServiceUnavailableError(
+                f"{failure}; the attempt is left for `executioner resume {self.recorder.run_id}`"
+            )
         now = time.monotonic()
-        while self.delayed and self.delayed[0][0] <= now and not self.cancelled_by:
+        while self.delayed and self.delayed[0][0] <= now and not self.cancelled_by and not self.history.down:
             _, job_id, task = heapq.heappop(self.delayed)
             self._submit(job_id, task)
-        due = self.recorder.seconds_until_due()
+        due = self.history.seconds_until_retry() if self.history.down else self.recorder.seconds_until_due()
         if due is not None and due <= 0:
             self._flush()
-        if self.lock is not None and now >= self._next_renewal:
-            self.lock.extend()  # raises FencedError if another coordinator took the run
-            self._next_renewal = now + self.locks.ttl / 3
+        if self.handle.held and now >= self._next_renewal:
+            try:
+                self.handle.extend()  # raises FencedError if another coordinator took the run
+            except DBAPIError as exc:  # the SQL lease's database is away: ride it out like history
+                self.history.failed(exc, self.recorder.run_id)
+            self._next_renewal = now + self.handle.ttl / 3
 
     def _flush(self) -> None:
-        self.recorder.flush()
+        try:
+            self.recorder.flush()
+        except DBAPIError as exc:
+            # Nothing is lost meanwhile: events stay in memory here and on disk (journal) or in
+            # Redis (stream) until acknowledged, which happens only after they are committed.
+            self.history.failed(exc, self.recorder.run_id)
+            return
+        self.history.recovered(self.recorder.run_id)
         if self._acks:
             self.executor.acknowledge(self._acks)
             self._acks = []
@@ -191,18 +214,20 @@ class Coordinator:
         return self.max_in_flight is None or self.in_flight < self.max_in_flight
 
     def _dispatch_ready(self) -> None:
-        while self.ready and self._capacity() and not self.cancelled_by:
+        # Nothing new starts while its history cannot be written (``HistoryHealth``).
+        while self.ready and self._capacity() and not self.cancelled_by and not self.history.down:
             job_id = self.ready.popleft()
             if not self.began:
                 self._begin()
-            task = self.jobs[job_id].task(self.recorder.run_id, self.recorder.attempt_id, self.lock.epoch)
+            task = self.jobs[job_id].task(self.recorder.run_id, self.recorder.attempt_id, self.handle.epoch)
             self._submit(job_id, task)
 
     def _begin(self) -> None:
-        self.lock = self.recorder.begin(self.start, self.locks, self.lock)
-        self._next_renewal = time.monotonic() + self.locks.ttl / 3
+        locks = self.handle.locks
+        self.recorder.begin(self.start, self.handle, locks.kind, locks.servers)
+        self._next_renewal = time.monotonic() + self.handle.ttl / 3
         self.began = True
-        self.executor.open(self.recorder.run_id, self.recorder.attempt_id, self.lock.epoch, self.events.put)
+        self.executor.open(self.recorder.run_id, self.recorder.attempt_id, self.handle.epoch, self.events.put)
         plan = self.start.plan
         self.reporter.attempt_started(
             self.recorder.run_id, self.recorder.attempt_id, len(plan.will_run), len(plan.decisions)
@@ -226,6 +251,10 @@ class Coordinator:
         if isinstance(event, CancelRequested):
             self._cancel(event.why)
             return
+        if isinstance(event, ExecutorFailed):
+            raise ServiceUnavailableError(
+                f"{event.reason}; the attempt is left for `executioner resume {self.recorder.run_id}`"
+            )
         live = self.live.get(event.job_id)
         if live is None or live.status.is_terminal:
             return  # not ours, or a late copy of something already settled
@@ -242,10 +271,11 @@ class Coordinator:
             self._lost(event, live)
 
     def _started(self, event: TryStarted, live: _Live) -> None:
-        columns: dict[str, Any] = {"status": JobStatus.RUNNING, "worker": event.worker, "pid": event.pid}
+        columns = started_columns(
+            event.worker, event.pid, event.at, first_start=live.first_started_at is None
+        )
         if live.first_started_at is None:
             live.first_started_at = event.at
-            columns["start_time"] = ts(event.at)
         live.status = check_job_transition(live.status, JobStatus.RUNNING)
         self.recorder.job_update(event.job_id, **columns)
         self.reporter.job_changed(event.job_id, JobStatus.RUNNING, try_number=event.try_number)
@@ -295,7 +325,7 @@ class Coordinator:
             jitter_sample=random.random(),
         )
         if decision.retry and not self.cancelled_by:
-            task = job.task(self.recorder.run_id, self.recorder.attempt_id, self.lock.epoch)
+            task = job.task(self.recorder.run_id, self.recorder.attempt_id, self.handle.epoch)
             task = _redispatch(task, event.try_number + 1, live.first_started_at)
             live.status = check_job_transition(live.status, JobStatus.QUEUED)
             live.dispatched_try = task.first_try  # a late result of the lost copy is ignored
@@ -328,18 +358,18 @@ class Coordinator:
         live.status = check_job_transition(live.status, status)
         live.exit_code = exit_code
         live.retry_count = max(0, try_number - 1)
-        start = live.first_started_at
         self.recorder.job_update(
             job_id,
-            status=status,
-            exit_code=exit_code,
-            retry_count=live.retry_count,
-            start_time=ts(start),
-            end_time=ts(end_time),
-            duration=None if start is None else max(0.0, end_time - start),
-            worker=worker,
-            **({"reason": str(reason)} if reason else {}),
-            **({"detail": detail} if detail else {}),
+            **ended_columns(
+                status,
+                exit_code=exit_code,
+                try_number=try_number,
+                first_started_at=live.first_started_at,
+                end_time=end_time,
+                worker=worker,
+                reason=reason,
+                detail=detail,
+            ),
         )
         if detail is None and exit_code not in (None, 0):
             detail = f"exit {exit_code}"
@@ -429,26 +459,29 @@ class Coordinator:
         if not self.began:
             status = AttemptStatus.CANCELLED if self.cancelled_by else AttemptStatus.PARTIAL
             return AttemptOutcome(None, None, status, outcomes, cancelled_by=self.cancelled_by)
-        successful = sum(
-            1
-            for job_id, o in outcomes.items()
-            if o.status is JobStatus.SUCCESS
-            or (o.status is JobStatus.SKIPPED and plan.state.is_success(job_id))
-        )
-        failed = sum(1 for o in outcomes.values() if o.status.is_failure)
-        skipped = sum(
-            1 for o in outcomes.values() if o.status in (JobStatus.SKIPPED, JobStatus.UPSTREAM_FAILED)
-        )
-        totals = Totals(len(outcomes), successful, failed, skipped)
-        status = attempt_outcome(
-            all_success=successful == len(outcomes), any_failure=failed > 0, cancelled=bool(self.cancelled_by)
-        )
-        self.recorder.finish(status, totals)
+        while True:  # the attempt's end is history too: ride out an outage like any other write
+            try:
+                status, totals = self.recorder.finish(cancelled=bool(self.cancelled_by))
+                break
+            except DBAPIError as exc:
+                self.history.failed(exc, self.recorder.run_id)
+                self._wait_for_history()
+        self.history.recovered(self.recorder.run_id)
         self._flush()  # acknowledges what the last events carried, now that they are committed
         self.reporter.attempt_ended(str(status))
         return AttemptOutcome(
             self.recorder.run_id, self.recorder.attempt_id, status, outcomes, totals, self.cancelled_by
         )
+
+    def _wait_for_history(self) -> None:
+        """Until the next retry of a failed write, keep the run's lock renewed."""
+        deadline = time.monotonic() + (self.history.seconds_until_retry() or 0.0)
+        while (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, self.handle.ttl / 3))  # a timed wait: nothing to wake us earlier
+            try:
+                self.handle.extend()
+            except DBAPIError as exc:
+                self.history.failed(exc, self.recorder.run_id)
 
 
 def _redispatch(task: JobTask, first_try: int, first_started_at: float | None) -> JobTask:

@@ -7,11 +7,11 @@ from typing import Any
 
 from orchestrator.context import Context
 from orchestrator.db.engine import read_tx
-from orchestrator.db.queries import RunRecord, get_run, job_history, list_runs, load_run, try_outputs
-from orchestrator.errors import LockedError, UnknownJobError
-from orchestrator.launch import load_settled, stored_workflow
-from orchestrator.locks.base import LockOwner
+from orchestrator.db.queries import get_run, job_history, list_runs, load_run, try_outputs
+from orchestrator.errors import UnknownJobError
+from orchestrator.launch import stored_workflow
 from orchestrator.planner import PlanRequest, plan
+from orchestrator.settle import preview
 from workers.statuses import AttemptStatus
 
 
@@ -20,27 +20,28 @@ def iso(value: datetime | None) -> str | None:
 
 
 def run_status(ctx: Context, run_id: int) -> dict[str, Any]:
+    """Read-only: never takes a lock, fences or kills anything (a live coordinator goes on as if
+    nobody looked). An attempt whose coordinator's lock expired is shown as settling would record it."""
     with read_tx(ctx.engine) as conn:
         record = load_run(conn, run_id)
-    holder = ctx.locks.holder(run_id)
     last = record.last_attempt
-    if last is not None and last.status == AttemptStatus.RUNNING and holder is None:
-        record = _settle_if_abandoned(ctx, run_id, record)
-        holder = ctx.locks.holder(run_id)
+    holder = None
+    if last is not None and last.status == AttemptStatus.RUNNING:
+        holder = ctx.locks_for(record.run).holder(run_id)  # the run's own kind of lock
+    view = preview(ctx, record, holder_alive=holder is not None)
     workflow = stored_workflow(record)
-    next_plan = plan(workflow, record.state, PlanRequest(resume=True))
-    last = record.last_attempt
-    return {
+    next_plan = plan(workflow, view.state, PlanRequest(resume=True))
+    out = {
         "run_id": run_id,
         "application_name": record.run.application_name,
-        "status": last.status,
+        "status": view.status,
         "created_at": iso(record.run.created_at),
         "created_by": record.run.created_by,
         "locked_by": None
         if holder is None
         else {"host": holder.host, "pid": holder.pid, "what": holder.what, "since": iso(holder.since)},
         "attempts": [_attempt(a) for a in record.attempts],
-        "jobs": {job_id: record.state[job_id].as_dict() for job_id in workflow.jobs},
+        "jobs": {job_id: view.state[job_id].as_dict() for job_id in workflow.jobs},
         "next_attempt": {
             "attempt_id": record.next_attempt_id,
             "will_run": next_plan.will_run,
@@ -48,15 +49,11 @@ def run_status(ctx: Context, run_id: int) -> dict[str, Any]:
             "reasons": {j: d.reason for j, d in next_plan.decisions.items()},
         },
     }
-
-
-def _settle_if_abandoned(ctx: Context, run_id: int, record: RunRecord) -> RunRecord:
-    """Its coordinator's lock expired: take the lock for a moment and mark the attempt INTERRUPTED."""
-    try:
-        with ctx.locks.acquire(run_id, LockOwner("status")) as lock:
-            return load_settled(ctx, run_id, lock, wait=False)
-    except LockedError:  # a resume took it meanwhile: it will do the marking
-        return record
+    if view.settled:
+        # Its coordinator is gone: the figures above are what `resume` will record first.
+        out["attempts"][-1]["status"] = view.status
+        out["coordinator_gone"] = {"still_running": view.still_running}
+    return out
 
 
 def _attempt(a) -> dict[str, Any]:

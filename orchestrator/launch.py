@@ -6,26 +6,23 @@ attempt exists, so they write nothing; the attempt row appears with its first di
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from orchestrator.changes import Verdict, diff_workflows, judge_changes
 from orchestrator.context import Context
 from orchestrator.coordinator import AttemptOutcome, Coordinator
-from orchestrator.db.engine import read_tx, write_tx
+from orchestrator.db.engine import read_tx
 from orchestrator.db.queries import RunRecord, get_run, load_run
 from orchestrator.db.recorder import AttemptRecorder, AttemptStart
-from orchestrator.db.repair import mark_interrupted
 from orchestrator.errors import RefusedError, UserError
-from orchestrator.executors.orphans import reap_orphans
 from orchestrator.loader import load_workflow, workflow_from_data
-from orchestrator.locks.base import LockOwner, RunLock, check_epoch
+from orchestrator.locks.base import LockOwner, RunHandle
 from orchestrator.planner import Plan, PlanRequest, plan
 from orchestrator.reporting import Reporter
+from orchestrator.settle import load_settled
 from orchestrator.state import RunState
 from orchestrator.workflow import Workflow
-from workers.statuses import AttemptStatus
 
 
 @dataclass(slots=True)
@@ -95,7 +92,6 @@ class NothingToDo:
 
 
 Hook = Callable[[Coordinator], None]
-log = logging.getLogger("executioner")
 
 
 def start_run(
@@ -109,10 +105,11 @@ def start_run(
             return DryRun(None, errors=exc.lines())
     workflow = load_workflow(request.workflow_path)
     the_plan = plan(workflow, RunState(), PlanRequest(from_jobs=request.from_jobs))
+    owner = LockOwner("run")
     start = AttemptStart(
         workflow=workflow,
         plan=the_plan,
-        owner=LockOwner("run"),
+        owner=owner,
         executor=request.executor or ctx.settings.default_executor,
         triggered_by=request.triggered_by,
         trigger_reason=request.trigger_reason,
@@ -123,7 +120,9 @@ def start_run(
             "max_parallel": request.max_parallel,
         },
     )
-    return _drive(ctx, start, None, request.max_parallel, reporter, on_start)
+    # The lock is taken in the transaction that creates the run (at its first dispatch).
+    with RunHandle(ctx.locks, owner) as handle:
+        return _drive(ctx, start, handle, request.max_parallel, reporter, on_start)
 
 
 def resume_run(
@@ -139,11 +138,11 @@ def resume_run(
             return DryRun(None, errors=exc.lines(), run_id=record.run_id)
         return DryRun(the_plan, verdict, verdict.refusal_lines(), record.run_id, record.next_attempt_id)
     with read_tx(ctx.engine) as conn:
-        get_run(conn, request.run_id)  # unknown run: exit 2 before anything else
+        run = get_run(conn, request.run_id)  # unknown run: exit 2 before anything else
     given = load_workflow(request.workflow_path) if request.workflow_path else None
-    lock = ctx.locks.acquire(request.run_id, LockOwner("resume"))
-    try:
-        record = load_settled(ctx, request.run_id, lock)
+    owner = LockOwner("resume")
+    with RunHandle(ctx.locks_for(run), owner, request.run_id).acquire() as handle:
+        record = load_settled(ctx, handle)
         workflow, verdict, the_plan = _plan_resume(record, given, request)
         if not verdict.ok:
             raise RefusedError(
@@ -157,7 +156,7 @@ def resume_run(
         start = AttemptStart(
             workflow=workflow,
             plan=the_plan,
-            owner=LockOwner("resume"),
+            owner=owner,
             executor=request.executor or ctx.settings.default_executor,
             triggered_by=request.triggered_by,
             trigger_reason=request.trigger_reason,
@@ -177,49 +176,7 @@ def resume_run(
             changes=verdict.records(),
             forced=verdict.forced,
         )
-        return _drive(ctx, start, lock, request.max_parallel, reporter, on_start)
-    finally:
-        lock.release()
-
-
-def load_settled(ctx: Context, run_id: int, lock: RunLock, *, wait: bool = True) -> RunRecord:
-    """The run's record once an attempt left RUNNING by a dead coordinator is closed as INTERRUPTED.
-
-    Call it holding the run's lock: holding it proves that coordinator is gone. On Celery, what its
-    workers delivered since is recorded first, and with ``wait`` the jobs still running on workers are
-    followed to their end (without it, such an attempt stays RUNNING for now).
-    """
-    with read_tx(ctx.engine) as conn:
-        record = load_run(conn, run_id)
-    last = record.last_attempt
-    if last is None or last.status != AttemptStatus.RUNNING:
-        return record
-    if last.executor == "celery":
-        if not ctx.settings.broker_url:
-            raise UserError(
-                f"run {run_id} attempt {last.attempt_id} ran on Celery and its coordinator stopped: "
-                "set EXECUTIONER_BROKER_URL so its workers' results can be recovered"
-            )
-        from orchestrator.recovery import recover_celery_attempt
-
-        if not recover_celery_attempt(ctx, run_id, last.attempt_id, lock, wait=wait, notify=_waiting):
-            with read_tx(ctx.engine) as conn:
-                return load_run(conn, run_id)
-    with write_tx(ctx.engine) as conn:
-        check_epoch(conn, run_id, lock.epoch)
-        in_flight = mark_interrupted(conn, run_id, last.attempt_id)
-    if last.executor == "local":
-        reap_orphans(run_id, last.attempt_id, in_flight)
-    with read_tx(ctx.engine) as conn:
-        return load_run(conn, run_id)
-
-
-def _waiting(jobs: list[str]) -> None:
-    log.warning(
-        "the interrupted attempt still has %d job(s) running on workers (%s): waiting for them",
-        len(jobs),
-        ", ".join(jobs),
-    )
+        return _drive(ctx, start, handle, request.max_parallel, reporter, on_start)
 
 
 def stored_workflow(record: RunRecord) -> Workflow:
@@ -258,7 +215,7 @@ def _plan_resume(
 def _drive(
     ctx: Context,
     start: AttemptStart,
-    lock: RunLock | None,
+    handle: RunHandle,
     max_parallel: int | None,
     reporter: Reporter | None,
     on_start: Hook | None,
@@ -272,16 +229,12 @@ def _drive(
     coordinator = Coordinator(
         start=start,
         executor=executor,
-        locks=ctx.locks,
+        handle=handle,
         recorder=AttemptRecorder(ctx.engine, flush_interval=ctx.settings.flush_interval),
-        lock=lock,
         reporter=reporter,
         max_in_flight=executor.dispatch_limit(parallel),
+        history_patience=ctx.settings.history_patience,
     )
     if on_start is not None:
         on_start(coordinator)
-    try:
-        return coordinator.run()
-    finally:
-        if lock is None and coordinator.lock is not None:  # a new run: the lock came with it
-            coordinator.lock.release()
+    return coordinator.run()

@@ -9,11 +9,13 @@ from sqlalchemy import insert
 from orchestrator.context import Context
 from orchestrator.dag import Dag
 from orchestrator.db.engine import read_tx, write_tx
+from orchestrator.db.fencing import check_epoch
 from orchestrator.db.queries import RunRecord, get_run
 from orchestrator.db.schema import audit_events, utcnow
 from orchestrator.errors import RefusedError, UnknownJobError
-from orchestrator.launch import load_settled, stored_workflow
-from orchestrator.locks.base import LockOwner, check_epoch
+from orchestrator.launch import stored_workflow
+from orchestrator.locks.base import LockOwner, RunHandle
+from orchestrator.settle import load_settled
 from orchestrator.state import AuditAction
 from workers.statuses import AttemptStatus
 
@@ -58,10 +60,10 @@ def rollback(ctx: Context, run_id: int, job_id: str) -> ManualResult:
 
 def _act(ctx, run_id, job_ids, action, what, choose, details) -> ManualResult:
     with read_tx(ctx.engine) as conn:
-        get_run(conn, run_id)
+        run = get_run(conn, run_id)
     owner = LockOwner(what)
-    with ctx.locks.acquire(run_id, owner) as lock:
-        record = load_settled(ctx, run_id, lock, wait=False)
+    with RunHandle(ctx.locks_for(run), owner, run_id).acquire() as handle:
+        record = load_settled(ctx, handle, wait=False)
         if record.last_attempt.status == AttemptStatus.RUNNING:
             raise RefusedError(
                 f"{what} refused: run {run_id} attempt {record.last_attempt.attempt_id} lost its "
@@ -73,7 +75,7 @@ def _act(ctx, run_id, job_ids, action, what, choose, details) -> ManualResult:
             raise UnknownJobError(run_id, unknown)
         chosen = choose(record, workflow.dag)
         with write_tx(ctx.engine) as conn:
-            check_epoch(conn, run_id, lock.epoch)
+            check_epoch(conn, run_id, handle.epoch)
             conn.execute(
                 insert(audit_events).values(
                     run_id=run_id,

@@ -1,11 +1,11 @@
 """Recovering an attempt whose Celery coordinator died: record what its workers still delivered.
 
-Called holding the run's lock (so the old coordinator is gone and fenced out), before the attempt is
-marked INTERRUPTED. Jobs the old coordinator had dispatched keep running on the workers; their events
-wait in the run's stream. Recovery first publishes the new epoch (queued copies of the old attempt
-are then discarded when a worker picks them up), records every event of the old attempt, and, when
-asked to wait, follows the jobs still running (live leases) until they end or their worker is lost.
-No job is recorded twice (idempotent tries, legal transitions only) and none is lost.
+Called through ``orchestrator.settle`` holding the run's lock (so the old coordinator is gone and
+fenced out), before the attempt is closed. Jobs the old coordinator had dispatched keep running on
+the workers; their events wait in the run's stream. Recovery first publishes the new epoch (queued
+copies of the old attempt are then discarded when a worker picks them up), records every event of
+the old attempt, and, when asked to wait, follows the jobs still running (live leases) until they end
+or their worker is lost. No job is recorded twice (idempotent tries, forward moves only), none lost.
 """
 
 from __future__ import annotations
@@ -13,58 +13,86 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from redis import Redis
-from sqlalchemy import select
 
 from orchestrator.context import Context
-from orchestrator.db.engine import read_tx
-from orchestrator.db.recorder import AttemptRecorder, ts
-from orchestrator.db.schema import job_runs
+from orchestrator.db.recorder import AttemptRecorder
 from orchestrator.executors.celery import publish_epoch
 from orchestrator.executors.stream import Entry, acknowledge, consumer_name, ensure_group, read_batch
-from orchestrator.locks.base import RunLock
+from orchestrator.replay import Replay
 from workers import keys
-from workers.spec import JobResult, TryRecord
-from workers.statuses import JOB_TRANSITIONS, JobStatus, check_job_transition
+from workers.statuses import JobStatus
+from workers.wire import WireError
 
 
 def recover_celery_attempt(
     ctx: Context,
-    run_id: int,
-    attempt_id: int,
-    lock: RunLock,
+    recorder: AttemptRecorder,
+    statuses: dict[str, JobStatus],
     *,
     wait: bool,
     notify: Callable[[list[str]], None] | None = None,
 ) -> bool:
     """Record delivered results; True once none of the attempt's jobs is still running anywhere."""
-    redis = Redis.from_url(ctx.settings.broker_url, socket_timeout=30)
+    redis = ctx.redis()
     try:
-        return _Recovery(ctx, redis, run_id, attempt_id, lock).run(wait, notify)
+        return _Recovery(ctx, redis, recorder, statuses).run(wait, notify)
     finally:
         redis.close()
 
 
+def still_running(ctx: Context, run_id: int, attempt_id: int) -> list[str]:
+    """Read-only: jobs of the attempt whose worker still holds a live lease (heart-beating)."""
+    redis = ctx.redis()
+    try:
+        return _alive_jobs(redis, ctx.scope, run_id, attempt_id)
+    finally:
+        redis.close()
+
+
+def peek(ctx: Context, run_id: int, attempt_id: int) -> list:
+    """Read-only: the events of the attempt still waiting in the run's stream (XRANGE: the consumer
+    group's state is left as it is)."""
+    redis = ctx.redis()
+    events = []
+    try:
+        for entry_id, fields in redis.xrange(keys.events(ctx.scope, run_id), count=100_000):
+            try:
+                entry = Entry.parse(entry_id, fields)
+            except WireError:
+                continue
+            if entry.attempt_id == attempt_id:
+                events.append(entry.event())
+    finally:
+        redis.close()
+    return events
+
+
+def _alive_jobs(redis: Redis, scope: str, run_id: int, attempt_id: int) -> list[str]:
+    pattern = keys.lease_pattern(scope, run_id, attempt_id)
+    found = list(redis.scan_iter(match=pattern, count=1000))
+    values = redis.mget(found) if found else []  # one round trip, not one per lease
+    return sorted(
+        {
+            key.decode().rsplit(":", 2)[1]
+            for key, value in zip(found, values, strict=True)
+            if value is not None and value.decode() not in (keys.DONE, keys.LOST)
+        }
+    )
+
+
 class _Recovery:
-    def __init__(self, ctx: Context, redis: Redis, run_id: int, attempt_id: int, lock: RunLock) -> None:
-        self.ctx, self.redis, self.run_id, self.attempt_id = ctx, redis, run_id, attempt_id
+    def __init__(
+        self, ctx: Context, redis: Redis, recorder: AttemptRecorder, statuses: dict[str, JobStatus]
+    ) -> None:
+        self.redis, self.recorder = redis, recorder
         self.scope = ctx.scope
-        self.stream = keys.events(self.scope, run_id)
+        self.run_id, self.attempt_id = recorder.run_id, recorder.attempt_id
+        self.stream = keys.events(self.scope, self.run_id)
         self.consumer = consumer_name()
-        self.recorder = AttemptRecorder(ctx.engine)
-        self.recorder.attach(run_id, attempt_id, lock)
-        self.lock = lock
-        with read_tx(ctx.engine) as conn:
-            self.status = {
-                r.job_id: JobStatus(r.status)
-                for r in conn.execute(
-                    select(job_runs.c.job_id, job_runs.c.status).where(
-                        job_runs.c.run_id == run_id, job_runs.c.attempt_id == attempt_id
-                    )
-                )
-            }
+        self.replay = Replay(statuses)
 
     def run(self, wait: bool, notify) -> bool:
-        publish_epoch(self.redis, self.scope, self.run_id, self.lock.epoch)
+        publish_epoch(self.redis, self.scope, self.run_id, self.recorder.handle.epoch)
         ensure_group(self.redis, self.stream)
         self._claim_abandoned()
         entries = read_batch(self.redis, self.stream, self.consumer, block_ms=None, pending=True)
@@ -81,7 +109,7 @@ class _Recovery:
             if notify is not None and not notified:
                 notify(running)
                 notified = True
-            self.lock.extend()
+            self.recorder.handle.extend()
             self._apply(read_batch(self.redis, self.stream, self.consumer, block_ms=1000))
 
     def _claim_abandoned(self) -> None:
@@ -95,59 +123,27 @@ class _Recovery:
                 return
 
     def _apply(self, entries: list[Entry]) -> None:
-        acks = []
         for entry in entries:
-            acks.append(entry.id)
-            if entry.attempt_id != self.attempt_id or entry.job_id not in self.status:
-                continue
-            if entry.kind == "started":
-                self._move(
-                    entry.job_id, JobStatus.RUNNING, worker=entry.body["worker"], pid=entry.body.get("pid")
-                )
-            elif entry.kind == "try":
-                self.recorder.try_ended(entry.job_id, TryRecord.from_dict(entry.body))
-            else:
-                result = JobResult.from_dict(entry.body)
-                for record in result.tries:
-                    self.recorder.try_ended(entry.job_id, record)
-                final, first = result.final, result.tries[0]
-                self._move(
-                    entry.job_id,
-                    final.status,
-                    exit_code=final.exit_code,
-                    retry_count=max(0, final.try_number - 1),
-                    start_time=ts(first.start_time),
-                    end_time=ts(final.end_time),
-                    duration=max(0.0, final.end_time - first.start_time),
-                    worker=final.worker,
-                    detail=final.error,
-                )
+            if entry.attempt_id == self.attempt_id:
+                record(self.recorder, self.replay.apply(entry.event()))
         self.recorder.flush()
-        acknowledge(self.redis, self.stream, acks)
-
-    def _move(self, job_id: str, status: JobStatus, **columns) -> None:
-        before = self.status[job_id]
-        if before is JobStatus.PENDING:
-            # An event from a worker proves the job was dispatched: the QUEUED update was in the batch
-            # the dead coordinator never committed.
-            before = check_job_transition(before, JobStatus.QUEUED)
-        if status not in JOB_TRANSITIONS[before]:
-            return  # already recorded before the crash (or a late duplicate): history moves forward only
-        self.status[job_id] = check_job_transition(before, status)
-        self.recorder.job_update(job_id, status=status, **{k: v for k, v in columns.items() if v is not None})
+        acknowledge(self.redis, self.stream, [entry.id for entry in entries])
 
     def _still_running(self) -> list[str]:
-        """Jobs of the attempt in flight whose worker still holds a live lease (heart-beating)."""
         # PENDING too: the dead coordinator may have dispatched a job without committing it yet.
-        in_flight = [j for j, s in self.status.items() if not s.is_terminal]
+        in_flight = set(self.replay.unfinished())
         if not in_flight:
             return []
-        pattern = keys.lease_pattern(self.scope, self.run_id, self.attempt_id)
-        found = list(self.redis.scan_iter(match=pattern, count=1000))
-        values = self.redis.mget(found) if found else []  # one round trip, not one per lease
-        alive = {
-            key.decode().rsplit(":", 2)[1]
-            for key, value in zip(found, values, strict=True)
-            if value is not None and value.decode() not in (keys.DONE, keys.LOST)
-        }
-        return sorted(j for j in in_flight if j in alive)
+        return [
+            j for j in _alive_jobs(self.redis, self.scope, self.run_id, self.attempt_id) if j in in_flight
+        ]
+
+
+def record(recorder: AttemptRecorder, change) -> None:
+    """Queue one replayed change in the recorder (flushed by the caller)."""
+    if change is None:
+        return
+    for t in change.tries:
+        recorder.try_ended(change.job_id, t)
+    if change.columns:
+        recorder.job_update(change.job_id, **{k: v for k, v in change.columns.items() if v is not None})

@@ -23,6 +23,7 @@ ENVIRONMENT_VARIABLES = (
     "EXECUTIONER_LOCK_URLS",
     "EXECUTIONER_LEASE_TTL",
     "EXECUTIONER_FLUSH_INTERVAL",
+    "EXECUTIONER_HISTORY_PATIENCE",
     "EXECUTIONER_VISIBILITY_TIMEOUT",
     "EXECUTIONER_HEARTBEAT_INTERVAL",
     "EXECUTIONER_HEARTBEAT_TTL",
@@ -40,6 +41,9 @@ class Settings:
     lease_ttl: float = 30.0
     # How long job events may wait in memory before they are committed in one batch.
     flush_interval: float = 0.2
+    # How long a coordinator waits out a history database it cannot write (outage, lock, full disk)
+    # before it stops with one line; nothing new starts meanwhile and no result is lost.
+    history_patience: float = 300.0
 
     @property
     def broker_url(self) -> str | None:
@@ -79,7 +83,8 @@ class Settings:
                 result_backend=given.pop("result_backend", None),
             )
             lease_ttl = seconds(env, "EXECUTIONER_LEASE_TTL", 30.0)
-            flush_interval = seconds(env, "EXECUTIONER_FLUSH_INTERVAL", 0.2)
+            flush_interval = seconds(env, "EXECUTIONER_FLUSH_INTERVAL", cls.flush_interval)
+            history_patience = seconds(env, "EXECUTIONER_HISTORY_PATIENCE", cls.history_patience)
         except ValueError as exc:
             raise UserError(f"environment: {exc}") from None
         settings = cls(
@@ -89,5 +94,6 @@ class Settings:
             lock_urls=tuple(lock_urls),
             lease_ttl=lease_ttl,
             flush_interval=flush_interval,
+            history_patience=history_patience,
         )
         return replace(settings, **given) if given else settings

@@ -7,7 +7,9 @@ local executor, and on Celery with real workers when a redis-server is available
 from __future__ import annotations
 
 import json
+import os
 import signal
+from pathlib import Path
 
 import pytest
 from support import poll
@@ -289,7 +291,42 @@ def test_rerun_changed_reruns_changed_jobs_and_descendants(ex, work):
 
 
 @pytest.mark.parametrize("ex", ["local"], indirect=True)  # Celery: see test_celery.py
-def test_coordinator_sigkill_then_resume(ex, work):
+def test_a_job_that_ends_after_its_coordinator_died_is_recorded_not_rerun(ex, work):
+    """SIGKILL the coordinator while b runs: b finishes in its pool, resume records its real exit."""
+    gate = work.flag("gate")
+    jobs = [
+        work.job("a"),
+        work.job("b", ["a"], command=f"while [ ! -f {gate} ]; do sleep 0.05; done; exit 0"),
+        work.job("c", ["b"]),
+    ]
+    proc = ex.popen("run", work.workflow(jobs), env={"EXECUTIONER_LEASE_TTL": "2"})
+    assert poll(lambda: "b" in work.ran(), 30)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+
+    def gone() -> dict:
+        st = ex("status", 1, "--json").json()
+        return st if st["locked_by"] is None else {}
+
+    assert poll(gone, 30)
+    st = gone()
+    # Read-only: the job is still running in the pool that outlived its coordinator.
+    assert st["status"] == "RUNNING" and st["coordinator_gone"] == {"still_running": ["b"]}
+    gate.touch()
+    assert poll(lambda: ex("status", 1, "--json").json()["status"] == "INTERRUPTED", 30)
+    st = ex("status", 1, "--json").json()
+    assert st["jobs"]["b"]["status"] == "SUCCESS" and st["jobs"]["b"]["exit_code"] == 0
+    assert st["next_attempt"]["will_run"] == ["c"]  # what resume will do, shown before it
+    r = ex("resume", 1, "--json")
+    assert r.code == 0 and r.json()["attempt_id"] == 2, r
+    assert work.ran() == ["a", "b", "c"]  # b ran once, in attempt 1
+    rows = {(r["attempt_id"], r["job_id"]): r for r in ex("history", 1, "--json").json()["rows"]}
+    assert rows[(1, "b")]["status"] == "SUCCESS" and rows[(1, "b")]["exit_code"] == 0
+    assert rows[(2, "b")]["status"] == "SKIPPED" and rows[(2, "c")]["status"] == "SUCCESS"
+
+
+@pytest.mark.parametrize("ex", ["local"], indirect=True)
+def test_coordinator_and_pool_killed_then_resume_reaps_the_orphan(ex, work, home):
     pidfile = work.root / "job.pid"
     jobs = [
         work.job("a"),
@@ -300,28 +337,41 @@ def test_coordinator_sigkill_then_resume(ex, work):
         ),
     ]
     proc = ex.popen("run", work.workflow(jobs), env={"EXECUTIONER_LEASE_TTL": "2"})
-
-    def running() -> bool:
-        r = ex("status", 1, "--json")
-        return r.code == 0 and r.json()["jobs"]["b"]["status"] == "RUNNING"
-
-    assert poll(running, 30)
+    assert poll(lambda: pidfile.exists() and pidfile.read_text().strip(), 30)
     orphan = int(pidfile.read_text())
+    pools = _pools_of(home)
+    assert len(pools) == 1
     proc.send_signal(signal.SIGKILL)
+    os.kill(pools[0], signal.SIGKILL)
     proc.wait(10)
     assert poll(lambda: ex("status", 1, "--json").json()["status"] == "INTERRUPTED", 30)
-    assert not _alive(orphan), "the job a dead coordinator left behind was not reaped"
+    assert _alive(orphan), "status is read-only: it must not kill anything"
     st = ex("status", 1, "--json").json()
     assert st["jobs"]["b"]["status"] == "ERROR" and st["next_attempt"]["will_run"] == ["b"]
     work.clear()
     r = ex("resume", 1, "--json")
     assert r.code == 0 and r.json()["attempt_id"] == 2, r
+    assert not _alive(orphan), "the job a dead coordinator and pool left behind was not reaped"
     assert work.ran() == ["b"]
     rows = [r for r in ex("history", 1, "--json").json()["rows"] if r["job_id"] == "b"]
     assert [(r["attempt_id"], r["status"], r["reason"]) for r in rows] == [
         (1, "ERROR", "interrupted"),
         (2, "SUCCESS", "not_succeeded"),
     ]
+
+
+def _pools_of(home) -> list[int]:
+    """Pids of local job pools working for this test's home."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"workers.pool" in cmdline and any(str(home).encode() in part for part in cmdline):
+                found.append(int(entry))
+    return found
 
 
 def test_a_locked_run_refuses_mark_success_and_rollback(ex, work):

@@ -16,7 +16,7 @@ from orchestrator.db.schema import attempts, run_leases, utcnow
 from orchestrator.errors import FencedError, LockedError
 from orchestrator.executors.stub import StubExecutor
 from orchestrator.loader import workflow_from_data
-from orchestrator.locks.base import LockOwner
+from orchestrator.locks.base import LockOwner, RunHandle
 from orchestrator.planner import PlanRequest, plan
 from orchestrator.settings import Settings
 from orchestrator.state import RunState
@@ -39,7 +39,7 @@ def workflow(edges: dict[str, list[str]]):
     )
 
 
-def run_attempt(ctx, wf, outcome, *, request=None, state=None, run_id=None, lock=None, attempt_id=1):
+def run_attempt(ctx, wf, outcome, *, request=None, state=None, run_id=None, attempt_id=1):
     request, state = request or PlanRequest(), state or RunState()
     start = AttemptStart(
         wf,
@@ -51,16 +51,13 @@ def run_attempt(ctx, wf, outcome, *, request=None, state=None, run_id=None, lock
         parent_attempt_id=attempt_id - 1 or None,
     )
     executor = StubExecutor(outcome)
-    coordinator = Coordinator(
-        start=start,
-        executor=executor,
-        locks=ctx.locks,
-        recorder=AttemptRecorder(ctx.engine),
-        lock=lock,
-    )
-    result = coordinator.run()
-    if lock is None and coordinator.lock is not None:
-        coordinator.lock.release()
+    with RunHandle(ctx.locks, LockOwner("test"), run_id) as handle:
+        if run_id is not None:
+            handle.acquire()  # a resume holds the run before it plans
+        coordinator = Coordinator(
+            start=start, executor=executor, handle=handle, recorder=AttemptRecorder(ctx.engine)
+        )
+        result = coordinator.run()
     return result, executor
 
 
@@ -96,17 +93,15 @@ def test_resume_writes_attempt_two_and_runs_only_what_is_left(ctx):
     first, _ = run_attempt(ctx, wf, fail("b"))
     with read_tx(ctx.engine) as conn:
         record = load_run(conn, first.run_id)
-    with ctx.locks.acquire(first.run_id, LockOwner("resume")) as lock:
-        second, executor = run_attempt(
-            ctx,
-            wf,
-            fail(),
-            request=PlanRequest(resume=True),
-            state=record.state,
-            run_id=first.run_id,
-            lock=lock,
-            attempt_id=2,
-        )
+    second, executor = run_attempt(
+        ctx,
+        wf,
+        fail(),
+        request=PlanRequest(resume=True),
+        state=record.state,
+        run_id=first.run_id,
+        attempt_id=2,
+    )
     assert [t.job_id for t in executor.submitted] == ["b", "c"]
     assert second.status is AttemptStatus.SUCCESS and second.totals.successful_jobs == 5
     with read_tx(ctx.engine) as conn:

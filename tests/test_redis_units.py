@@ -11,11 +11,12 @@ import pytest
 from sqlalchemy import insert
 
 from orchestrator.db.engine import ensure_schema, make_engine, write_tx
+from orchestrator.db.fencing import check_epoch
 from orchestrator.db.schema import runs, utcnow
 from orchestrator.errors import FencedError, LockedError
 from orchestrator.executors.base import JobEnded, JobLost, TryEnded, TryStarted
 from orchestrator.executors.stream import StreamReader, ensure_group
-from orchestrator.locks.base import LockOwner, check_epoch
+from orchestrator.locks.base import LockOwner
 from orchestrator.locks.redlock import RedlockManager
 from workers import keys
 from workers.channel import Channel, Claim

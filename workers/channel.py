@@ -10,7 +10,6 @@ announces its start; one pipeline reports its end and closes its lease.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from redis.exceptions import RedisError
 from workers import keys
 from workers.patience import patiently
 from workers.spec import JobResult, JobTask, TryRecord
+from workers.wire import encode_event
 
 # KEYS: epoch, cancel, lease, events. ARGV: task epoch, owner, ttl ms, then the started event fields.
 _CLAIM = """
@@ -59,8 +59,8 @@ class Claim:
 
 
 def _fields(task: JobTask, kind: str, body: dict) -> dict:
-    # One field holding one JSON array: the cheapest entry to write, send and parse.
-    return {"e": json.dumps([kind, task.attempt_id, task.job_id, task.first_try, task.epoch, body])}
+    # One field holding one JSON array (workers.wire): the cheapest entry to write, send and parse.
+    return {"e": encode_event(kind, task.attempt_id, task.job_id, task.first_try, task.epoch, body)}
 
 
 class Channel:

@@ -10,9 +10,8 @@ import os
 import socket
 import uuid
 
-from redis import Redis
-
 from workers.channel import Channel, Claim, Heartbeats
+from workers.redis_client import connect
 from workers.runner import CancelToken, RunnerHooks, run_job
 from workers.settings import WorkerSettings
 from workers.spec import JobTask
@@ -33,7 +32,7 @@ class WorkerRuntime:
     @property
     def channel(self) -> Channel:
         if self._channel is None or self._pid != os.getpid():
-            redis = Redis.from_url(self.settings.broker_url, socket_timeout=30, health_check_interval=10)
+            redis = connect(self.settings.broker_url)
             self._channel = Channel(redis, self.settings.heartbeat_ttl)
             self._pid = os.getpid()
         return self._channel

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from workers.retry import RetryPolicy
 from workers.statuses import JobStatus
+from workers.wire import WIRE_VERSION, WireError, known
 
 OUTPUT_TAIL_BYTES = 64 * 1024
 
@@ -54,10 +55,19 @@ class JobTask:
             "first_try": self.first_try,
             "first_started_at": self.first_started_at,
             "scope": self.scope,
+            "v": WIRE_VERSION,
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> JobTask:
+        """Tolerant of unknown fields; ``WireError`` names what makes a payload unusable."""
+        try:
+            return cls._from_dict(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise WireError(f"bad task payload: {exc!r}"[:200]) from None
+
+    @classmethod
+    def _from_dict(cls, data: dict) -> JobTask:
         command = data["command"]
         return cls(
             run_id=int(data["run_id"]),
@@ -114,7 +124,11 @@ class TryRecord:
 
     @classmethod
     def from_dict(cls, data: dict) -> TryRecord:
-        return cls(**{**data, "status": JobStatus(data["status"])})
+        """Tolerant: fields a newer worker added are ignored (see ``workers.wire``)."""
+        try:
+            return cls(**{**known(cls, data), "status": JobStatus(data["status"])})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise WireError(f"bad try record: {exc!r}"[:200]) from None
 
 
 @dataclass(slots=True)
@@ -150,6 +164,8 @@ class JobResult:
 
     @classmethod
     def from_dict(cls, data: dict) -> JobResult:
+        if not data.get("tries"):
+            raise WireError("a job result without tries")
         return cls(
             run_id=int(data["run_id"]),
             attempt_id=int(data["attempt_id"]),

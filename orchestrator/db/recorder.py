@@ -3,7 +3,7 @@
 The coordinator's loop is the only caller, so nothing here is shared across threads. Updates to the
 same job row inside one batch are merged (QUEUED -> RUNNING -> SUCCESS costs one UPDATE), tries are
 inserted as they end (a crash mid-attempt keeps every finished try), and every write transaction
-starts with the fencing check of ``orchestrator.locks.base``.
+starts with the fencing check of ``orchestrator.db.fencing``.
 """
 
 from __future__ import annotations
@@ -11,24 +11,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, insert, update
+from sqlalchemy import Connection, Engine, insert
 
 from orchestrator.db.bulk import insert_many, insert_many_ignoring_duplicates, update_many
+from orchestrator.db.closing import Totals, close_attempt
 from orchestrator.db.engine import write_tx
+from orchestrator.db.fencing import check_epoch
+from orchestrator.db.rows import ts
 from orchestrator.db.schema import attempts, audit_events, job_runs, job_tries, runs, utcnow
-from orchestrator.locks.base import LockManager, LockOwner, RunLock, check_epoch
+from orchestrator.owner import LockOwner
 from orchestrator.planner import Plan
 from orchestrator.state import AuditAction
 from orchestrator.workflow import Workflow
 from workers.spec import TryRecord
 from workers.statuses import AttemptStatus, JobStatus
-
-
-def ts(epoch_seconds: float | None) -> datetime | None:
-    return None if epoch_seconds is None else datetime.fromtimestamp(epoch_seconds, UTC)
 
 
 @dataclass(slots=True)
@@ -50,12 +48,19 @@ class AttemptStart:
     forced: bool = False
 
 
-@dataclass(slots=True)
-class Totals:
-    total_jobs: int
-    successful_jobs: int
-    failed_jobs: int
-    skipped_jobs: int
+class Handle(Protocol):
+    """What the recorder needs of the run's handle (``orchestrator.locks.base.RunHandle``)."""
+
+    run_id: int | None
+    attempt_id: int | None
+
+    @property
+    def epoch(self) -> int: ...
+
+    @property
+    def held(self) -> bool: ...
+
+    def acquire(self, conn: Connection | None = None, run_id: int | None = None) -> Any: ...
 
 
 class AttemptRecorder:
@@ -71,35 +76,41 @@ class AttemptRecorder:
         self.flush_interval = flush_interval
         self.max_batch = max_batch
         self.clock = clock
-        self.run_id: int | None = None
-        self.attempt_id: int | None = None
-        self.lock: RunLock | None = None
+        self.handle: Handle | None = None
         self._rows: dict[str, dict[str, Any]] = {}  # job -> merged column updates
         self._tries: list[dict[str, Any]] = []
         self._since: float | None = None  # when the oldest unflushed change was made
 
     # -- the attempt's start: one transaction, so a refusal or a crash before it leaves nothing ----
 
-    def begin(self, start: AttemptStart, locks: LockManager, lock: RunLock | None) -> RunLock:
-        """Write the attempt (and for a new run, the run and its lock); return the held lock."""
+    @property
+    def run_id(self) -> int | None:
+        return None if self.handle is None else self.handle.run_id
+
+    @property
+    def attempt_id(self) -> int | None:
+        return None if self.handle is None else self.handle.attempt_id
+
+    def begin(self, start: AttemptStart, handle: Handle, lock_kind: str, lock_servers: list[str]) -> None:
+        """Write the attempt (and for a new run, the run, taking its lock in the same transaction)."""
         with write_tx(self.engine) as conn:
-            if start.run_id is None:
+            if not handle.held:
                 run_id = conn.execute(
                     insert(runs).values(
                         application_name=start.workflow.application_name,
                         created_at=utcnow(),
                         created_by=start.owner.actor,
                         epoch=0,
+                        lock_kind=lock_kind,
+                        lock_servers=lock_servers,
                     )
                 ).inserted_primary_key[0]
-                lock = locks.acquire(run_id, start.owner, conn)
+                handle.acquire(conn, run_id)
             else:
-                assert lock is not None, "resuming needs the run's lock first"
-                run_id = start.run_id
-                check_epoch(conn, run_id, lock.epoch)
-            self._insert_attempt(conn, run_id, start, lock.epoch)
-        self.run_id, self.attempt_id, self.lock = run_id, start.attempt_id, lock
-        return lock
+                check_epoch(conn, handle.run_id, handle.epoch)
+            handle.attempt_id = start.attempt_id
+            self._insert_attempt(conn, handle.run_id, start, handle.epoch)
+        self.handle = handle
 
     def _insert_attempt(self, conn: Connection, run_id: int, start: AttemptStart, epoch: int) -> None:
         now = utcnow()
@@ -164,9 +175,9 @@ class AttemptRecorder:
             ],
         )
 
-    def attach(self, run_id: int, attempt_id: int, lock: RunLock) -> None:
+    def attach(self, handle: Handle) -> None:
         """Write to an attempt that already exists (recovering an interrupted one)."""
-        self.run_id, self.attempt_id, self.lock = run_id, attempt_id, lock
+        self.handle = handle
 
     # -- batched updates from the coordinator's loop -------------------------------------------------
 
@@ -221,8 +232,8 @@ class AttemptRecorder:
             self._flush(conn)
 
     def _flush(self, conn: Connection) -> None:
-        assert self.lock is not None and self.run_id is not None
-        check_epoch(conn, self.run_id, self.lock.epoch)
+        assert self.handle is not None
+        check_epoch(conn, self.run_id, self.handle.epoch)
         # Job rows before tries: a try's foreign key needs its row, which exists since begin().
         groups: dict[tuple[str, ...], list[tuple[str, list[Any]]]] = {}
         for job_id, cols in self._rows.items():
@@ -235,21 +246,10 @@ class AttemptRecorder:
         insert_many_ignoring_duplicates(conn, job_tries, self._tries)
         self._rows, self._tries, self._since = {}, [], None
 
-    def finish(self, status: AttemptStatus, totals: Totals) -> None:
-        """Flush what is left and close the attempt, in one transaction."""
+    def finish(self, *, cancelled: bool) -> tuple[AttemptStatus, Totals]:
+        """Flush what is left and close the attempt with the outcome its rows say, in one transaction."""
+        assert self.handle is not None
         with write_tx(self.engine) as conn:
+            check_epoch(conn, self.run_id, self.handle.epoch)
             self.flush(conn)
-            assert self.lock is not None
-            check_epoch(conn, self.run_id, self.lock.epoch)
-            conn.execute(
-                update(attempts)
-                .where(attempts.c.run_id == self.run_id, attempts.c.attempt_id == self.attempt_id)
-                .values(
-                    status=status,
-                    end_time=utcnow(),
-                    total_jobs=totals.total_jobs,
-                    successful_jobs=totals.successful_jobs,
-                    failed_jobs=totals.failed_jobs,
-                    skipped_jobs=totals.skipped_jobs,
-                )
-            )
+            return close_attempt(conn, self.run_id, self.attempt_id, cancelled=cancelled)

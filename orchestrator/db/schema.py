@@ -29,7 +29,7 @@ from sqlalchemy.types import TypeDecorator
 
 # The newest migration in migrations/versions; a test checks it matches Alembic's head, so start-up
 # can tell whether a database is current without loading Alembic.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 
 class UTCDateTime(TypeDecorator):
@@ -83,6 +83,11 @@ runs = Table(
     Column("created_by", String(200), nullable=False),
     # Fencing token: bumped by every lock acquisition; writes carrying an older value are rejected.
     Column("epoch", Integer, nullable=False, default=0),
+    # The lock that guards the run ("sql" lease or "redlock") and its servers, credentials removed:
+    # every command on the run uses this lock, whatever its own configuration implies. NULL: a run
+    # recorded before the kind was (see orchestrator.context.Context.locks_for).
+    Column("lock_kind", String(20)),
+    Column("lock_servers", JSON),
     sqlite_autoincrement=True,  # run ids are never reused, even after the newest run is deleted
 )
 

@@ -55,7 +55,14 @@ class CancelRequested:
     why: str
 
 
-Event = TryStarted | TryEnded | JobEnded | JobLost | CancelRequested
+@dataclass(frozen=True, slots=True)
+class ExecutorFailed:
+    """The executor can deliver no more events (its reader or pool died): the coordinator stops."""
+
+    reason: str
+
+
+Event = TryStarted | TryEnded | JobEnded | JobLost | CancelRequested | ExecutorFailed
 Sink = Callable[[Event], None]
 
 
@@ -87,6 +94,14 @@ class Executor(ABC):
     def check(self) -> None:  # noqa: B027 - optional hook
         """Raise ``ServiceUnavailableError`` if the executor cannot run jobs (before anything is written)."""
 
+    def failure(self) -> str | None:
+        """Why this executor can deliver no more events (None: it can). Checked by the coordinator."""
+        return None
+
     @abstractmethod
-    def close(self) -> None:
-        """Release threads and connections (after the last event was received)."""
+    def close(self, abandon: bool = False) -> None:
+        """Release threads and connections (after the last event was received).
+
+        ``abandon``: the coordinator stops without recording the rest (history unreachable): jobs
+        still running are left to finish, their results kept (journal, stream) for ``resume``.
+        """

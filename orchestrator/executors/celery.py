@@ -18,6 +18,7 @@ from orchestrator.settings import Settings
 from workers import keys
 from workers.celery_app import TASK_NAME, create_app
 from workers.patience import patiently
+from workers.redis_client import connect
 from workers.spec import JobTask
 
 T = TypeVar("T")
@@ -36,7 +37,7 @@ class CeleryExecutor(Executor):
         self.settings = settings
         self.scope = scope
         self.app = create_app(settings.worker)
-        self.redis = Redis.from_url(settings.broker_url, socket_timeout=30, health_check_interval=10)
+        self.redis = connect(settings.broker_url)
         self._reader: StreamReader | None = None
         self._unacked: list[Any] = []  # recorded in SQL, not yet acknowledged (the broker was away)
         self.run_id: int | None = None
@@ -64,7 +65,7 @@ class CeleryExecutor(Executor):
 
         self._patiently(prepare, f"run {run_id}: opening its event stream")
         self._reader = StreamReader(
-            Redis.from_url(self.settings.broker_url, socket_timeout=30, health_check_interval=10),
+            connect(self.settings.broker_url),
             self.scope,
             run_id,
             attempt_id,
@@ -104,7 +105,10 @@ class CeleryExecutor(Executor):
             return
         self._unacked = []
 
-    def close(self) -> None:
+    def failure(self) -> str | None:
+        return None if self._reader is None else self._reader.failure
+
+    def close(self, abandon: bool = False) -> None:
         if self._unacked:
             self.acknowledge([])
         if self._reader is not None:

@@ -1,30 +1,48 @@
-"""The embedded default: a thread pool inside the coordinator runs ``workers.runner.run_job``."""
+"""The embedded default: jobs run in a pool process (``workers.pool``) that outlives this coordinator.
+
+The pool runs ``workers.runner.run_job`` in threads, journals every event on disk and sends it here
+over a pipe; a thread of this executor turns the lines into events for the coordinator's queue.
+Once an event is in the history, ``acknowledge`` deletes its journal file. If this process dies, the
+pool finishes the jobs it had started and their results wait in the journal for ``resume``.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 import os
-import queue
-import socket
+import subprocess
+import sys
 import threading
-import time
+from pathlib import Path
+from typing import Any
 
-from orchestrator.executors.base import Executor, JobEnded, Sink, TryEnded, TryStarted
-from workers.runner import CancelToken, RunnerHooks, run_job
-from workers.spec import JobResult, JobTask, TryRecord
-from workers.statuses import JobStatus
+from orchestrator.errors import ServiceUnavailableError
+from orchestrator.executors.base import Executor, ExecutorFailed, Sink
+from orchestrator.executors.stream import to_event
+from workers.journal import Journal
+from workers.pool import READY
+from workers.spec import JobTask
+from workers.wire import WIRE_VERSION, WireError, decode_event
+
+log = logging.getLogger("executioner.local")
+START_SECONDS = 30.0  # for the pool process to start and take its journal lock
+CLOSE_SECONDS = 30.0  # for it to exit once told to (its jobs have all ended by then)
 
 
 class LocalExecutor(Executor):
     name = "local"
 
-    def __init__(self, max_workers: int) -> None:
+    def __init__(self, max_workers: int, journal: Journal) -> None:
         self.max_workers = max_workers
-        # A plain queue and threads rather than concurrent.futures: no Future per job, no result.
-        self._queue: queue.SimpleQueue[JobTask | None] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self._cancel: CancelToken | None = None
-        self._sink: Sink | None = None
-        self._hooks: RunnerHooks | None = None
+        self.journal = journal
+        self._proc: subprocess.Popen | None = None
+        self._reader: threading.Thread | None = None
+        self._write_lock = threading.Lock()
+        self._closing = False
+        self._failure: str | None = None
+        self.run_id = self.attempt_id = None
 
     def dispatch_limit(self, parallel: int | None) -> int | None:
         # A small backlog in the pool's queue: a thread that finishes a job starts the next at once
@@ -32,62 +50,94 @@ class LocalExecutor(Executor):
         return None if parallel is None else 2 * parallel
 
     def open(self, run_id: int, attempt_id: int, epoch: int, sink: Sink) -> None:
-        self._sink = sink
-        self._cancel = CancelToken()
-        self._threads = []  # started as jobs arrive: a huge --max-parallel costs nothing up front
-        self._hooks = RunnerHooks(
-            on_try_start=lambda task, n, pid, at: sink(
-                TryStarted(task.job_id, n, self._hooks.worker_name, pid, at)
-            ),
-            # The last try comes with JobEnded: one event less per job.
-            on_try_end=lambda task, record, final: final or sink(TryEnded(task.job_id, record)),
-            cancel=self._cancel,
-            worker_name=socket.gethostname(),
-            base_env=dict(os.environb),
+        self.run_id, self.attempt_id = run_id, attempt_id
+        self.journal.prepare(run_id, attempt_id)
+        self.journal.publish_epoch(run_id, epoch)
+        args = [str(self.journal.root), str(run_id), str(attempt_id), str(epoch), str(self.max_workers)]
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "workers.pool", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,  # it logs to its journal folder: it may outlive our stderr
+            start_new_session=True,  # Ctrl-C reaches us, not it: we cancel through the pipe
+            close_fds=True,
         )
+        ready = _read_line(self._proc.stdout, START_SECONDS)
+        if not ready.startswith(READY):
+            self._proc.kill()
+            raise ServiceUnavailableError(f"the local job pool did not start (it said {ready[:80]!r})")
+        self._reader = threading.Thread(target=self._read, args=(sink,), name=f"pool-{run_id}", daemon=True)
+        self._reader.start()
+
+    def _read(self, sink: Sink) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for raw in self._proc.stdout:
+            line, _, ack = raw.rstrip(b"\n").partition(b"\t")
+            try:
+                e = decode_event(line)
+                event = to_event(e.kind, e.job_id, e.first_try, e.body, ack.decode() or None)
+            except (WireError, KeyError, TypeError, ValueError) as exc:
+                log.error("run %s: unreadable event from the local pool: %s", self.run_id, exc)
+                continue
+            sink(event)
+        code = self._proc.wait()
+        if not self._closing:
+            self._failure = f"the local job pool of run {self.run_id} exited unexpectedly (code {code})"
+            log.error("%s", self._failure)
+            sink(ExecutorFailed(self._failure))
+
+    def _send(self, message: dict[str, Any]) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        data = json.dumps({"v": WIRE_VERSION, **message}).encode() + b"\n"
+        with self._write_lock:
+            try:
+                self._proc.stdin.write(data)
+                self._proc.stdin.flush()
+            except (BrokenPipeError, ValueError, OSError) as exc:
+                self._failure = self._failure or f"the local job pool of run {self.run_id} is gone ({exc})"
 
     def submit(self, task: JobTask) -> None:
-        assert self._cancel is not None, "open() first"
-        if len(self._threads) < self.max_workers:
-            # The coordinator keeps at most 2 x parallel submitted: threads never outnumber the jobs.
-            thread = threading.Thread(
-                target=self._work, name=f"executioner-job-{len(self._threads)}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
-        self._queue.put(task)
-
-    def _work(self) -> None:
-        while (task := self._queue.get()) is not None:
-            self._run(task)
-
-    def _run(self, task: JobTask) -> None:
-        try:
-            result = run_job(task, self._hooks)
-        except Exception as exc:  # never lose the event: the coordinator would wait forever
-            now = time.time()
-            record = TryRecord(
-                task.first_try,
-                JobStatus.ERROR,
-                None,
-                now,
-                now,
-                self._hooks.worker_name,
-                error=f"runner failed: {exc!r}",
-            )
-            result = JobResult(task.run_id, task.attempt_id, task.job_id, [record], task.epoch)
-        self._sink(JobEnded(task.job_id, result))
+        self._send({"op": "run", "task": task.to_dict()})
 
     def cancel(self) -> None:
-        if self._cancel is not None:
-            self._cancel.cancel()
+        if self._proc is not None:
+            self._send({"op": "cancel"})
 
-    def close(self) -> None:
-        for _ in self._threads:
-            self._queue.put(None)
-        for thread in self._threads:
-            thread.join()
-        self._threads = []
-        if self._cancel is not None:
-            self._cancel.close()
-            self._cancel = None
+    def acknowledge(self, acks: list[Any]) -> None:
+        for path in acks:  # in the history now: the journal need not keep it
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def failure(self) -> str | None:
+        return self._failure
+
+    def close(self, abandon: bool = False) -> None:
+        if self._proc is None:
+            return
+        self._closing = True
+        if not abandon:
+            self._send({"op": "close"})
+        with contextlib.suppress(OSError):
+            self._proc.stdin.close()  # without "close" first: the pool finishes what runs, then exits
+        if not abandon:
+            try:
+                self._proc.wait(CLOSE_SECONDS)
+            except subprocess.TimeoutExpired:
+                log.warning("run %s: the local job pool is still busy; leaving it to finish", self.run_id)
+            if self._reader is not None:
+                self._reader.join(CLOSE_SECONDS)
+            if not self.journal.dispatch_files(self.run_id, self.attempt_id):
+                self.journal.remove_attempt(self.run_id, self.attempt_id)  # all recorded
+        self._proc = None
+
+
+def _read_line(stream, seconds: float) -> bytes:
+    """The pool's first line, or b"" if it says nothing within ``seconds`` (it died starting)."""
+    import select
+
+    ready, _, _ = select.select([stream], [], [], seconds)
+    return stream.readline() if ready else b""
+
+
+def journal_root(home: Path, scope: str) -> Path:
+    return home / "journal" / scope

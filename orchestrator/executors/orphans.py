@@ -16,7 +16,7 @@ import socket
 from collections.abc import Iterable
 from pathlib import Path
 
-from orchestrator.db.repair import InFlight
+from orchestrator.db.closing import InFlight
 
 GRACE_SECONDS = 3.0
 

@@ -9,7 +9,6 @@ dispatches is its own: nothing here is shared with the coordinator's thread.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -19,9 +18,10 @@ from dataclasses import dataclass
 from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from orchestrator.executors.base import JobEnded, JobLost, Sink, TryEnded, TryStarted
+from orchestrator.executors.base import ExecutorFailed, JobEnded, JobLost, Sink, TryEnded, TryStarted
 from workers import keys
 from workers.spec import JobResult, TryRecord
+from workers.wire import WireError, decode_event
 
 log = logging.getLogger("executioner.stream")
 LOST_MARK_TTL_MS = 7 * 24 * 3600 * 1000
@@ -29,7 +29,7 @@ LOST_MARK_TTL_MS = 7 * 24 * 3600 * 1000
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One stream entry, decoded."""
+    """One stream entry, decoded (``workers.wire``); ``id`` is what acknowledges it."""
 
     id: str
     kind: str
@@ -41,20 +41,39 @@ class Entry:
 
     @classmethod
     def parse(cls, entry_id: bytes | str, fields: dict) -> Entry:
-        # One JSON field per entry (see workers.channel): [kind, attempt, job, first try, epoch, body]
-        kind, attempt, job, first_try, epoch, body = json.loads(
-            fields[b"e"] if b"e" in fields else fields["e"]
-        )
+        raw = fields.get(b"e", fields.get("e"))
+        if raw is None:
+            raise WireError("no 'e' field")
+        e = decode_event(raw)
         eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        return cls(eid, kind, attempt, job, first_try, epoch, body)
+        return cls(eid, e.kind, e.attempt_id, e.job_id, e.first_try, e.epoch, e.body)
 
     def event(self):
-        if self.kind == "started":
-            b = self.body
-            return TryStarted(self.job_id, b["try"], b["worker"], b.get("pid"), b["at"], ack=self.id)
-        if self.kind == "try":
-            return TryEnded(self.job_id, TryRecord.from_dict(self.body), ack=self.id)
-        return JobEnded(self.job_id, JobResult.from_dict(self.body), ack=self.id)
+        """The executor event this entry reports; an unreadable body loses its try, never the run."""
+        try:
+            return to_event(self.kind, self.job_id, self.first_try, self.body, self.id)
+        except (WireError, KeyError, TypeError, ValueError) as exc:
+            log.error(
+                "unreadable %s event of job %r (%s): the try is recorded ERROR", self.kind, self.job_id, exc
+            )
+            return JobLost(
+                self.job_id,
+                self.first_try,
+                "?",
+                time.time(),
+                f"unreadable result from its worker: {exc}"[:300],
+            )
+
+
+def to_event(kind: str, job_id: str, first_try: int, body: dict, ack=None):
+    """The one mapping from a wire event (stream entry or journal line) to an executor event."""
+    if kind == "started":
+        return TryStarted(
+            job_id, int(body["try"]), str(body["worker"]), body.get("pid"), float(body["at"]), ack
+        )
+    if kind == "try":
+        return TryEnded(job_id, TryRecord.from_dict(body), ack=ack)
+    return JobEnded(job_id, JobResult.from_dict(body), ack=ack)
 
 
 def ensure_group(redis: Redis, stream: str) -> None:
@@ -86,11 +105,17 @@ def read_batch(
     response = redis.xreadgroup(
         keys.EVENT_GROUP, consumer, {stream: "0" if pending else ">"}, count=count, block=block_ms
     )
-    entries = []
+    entries, bad = [], []
     for _, items in response or []:
         for entry_id, fields in items:
-            if fields:  # an entry deleted after delivery shows up empty in the pending list
+            if not fields:  # an entry deleted after delivery shows up empty in the pending list
+                continue
+            try:
                 entries.append(Entry.parse(entry_id, fields))
+            except WireError as exc:  # logged and dropped: one bad entry must not stop the reader
+                log.error("stream %s: dropping unreadable entry %s: %s", stream, entry_id, exc)
+                bad.append(entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
+    acknowledge(redis, stream, bad)
     return entries
 
 
@@ -131,8 +156,11 @@ class StreamReader:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name=f"events-{run_id}", daemon=True)
         self._trusted_from = 0.0  # after a Redis outage, leases get one TTL to be renewed again
+        self._started = False
+        self._error: str | None = None
 
     def start(self) -> None:
+        self._started = True
         self._thread.start()
 
     def stop(self) -> None:
@@ -143,7 +171,22 @@ class StreamReader:
             self.redis.connection_pool.disconnect()
         self._thread.join()
 
+    @property
+    def failure(self) -> str | None:
+        """Why the reader thread stopped on its own (None while it runs, or after ``stop``)."""
+        if self._error is None and (self._thread.is_alive() or self._stop.is_set() or not self._started):
+            return None
+        return self._error or "the event reader thread ended"
+
     def _loop(self) -> None:
+        try:
+            self._read()
+        except BaseException as exc:  # the coordinator's loop sees it through ``failure``
+            self._error = f"event reader of run {self.run_id} failed: {type(exc).__name__}: {exc}"[:300]
+            log.error("%s", self._error)
+            self.sink(ExecutorFailed(self._error))
+
+    def _read(self) -> None:
         next_check = time.monotonic() + self.check_interval
         delay = 0.1
         while not self._stop.is_set():
@@ -171,11 +214,12 @@ class StreamReader:
             acknowledge(self.redis, self.stream, [entry.id])
             return
         key = (entry.job_id, entry.first_try)
-        if entry.kind == "started":
-            self.started[key] = _Started(entry.body["try"], entry.body["worker"], entry.body["at"])
-        elif entry.kind == "ended":
+        event = entry.event()
+        if isinstance(event, TryStarted):
+            self.started[key] = _Started(event.try_number, event.worker, event.at)
+        elif isinstance(event, JobEnded | JobLost):
             self.started.pop(key, None)
-        self.sink(entry.event())
+        self.sink(event)
 
     def _check_leases(self) -> None:
         if not self.started or time.monotonic() < self._trusted_from:

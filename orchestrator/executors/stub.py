@@ -46,5 +46,5 @@ class StubExecutor(Executor):
     def cancel(self) -> None:
         self.cancelled = True
 
-    def close(self) -> None:
+    def close(self, abandon: bool = False) -> None:
         self.closed = True

@@ -1,37 +1,19 @@
-"""One lock interface for a run, whatever guards it: the SQL lease (local) or Redis Redlock (celery).
+"""One lock interface for a run, whatever guards it: the SQL lease or a Redis Redlock.
 
 A holder is *alive* while it keeps extending before the TTL runs out; once it stops (killed, host cut
-off), the lock expires and the next taker wins. Every acquisition bumps the run's ``epoch`` in SQL, the
-fencing token history writes carry: a holder that lost its lock without noticing (a long pause) has an
-older epoch and its writes are refused (``FencedError``) instead of corrupting the newer attempt.
+off), the lock expires and the next taker wins. Every acquisition bumps the run's ``epoch`` in SQL
+(``orchestrator.db.fencing``), the token every history write carries.
 """
 
 from __future__ import annotations
 
-import getpass
-import os
-import socket
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection
 
-from orchestrator.db.engine import write_tx
-from orchestrator.db.schema import runs
-from orchestrator.errors import FencedError
-
-
-@dataclass(frozen=True, slots=True)
-class LockOwner:
-    what: str  # "run", "resume", "mark-success", ... shown to whoever is refused
-    host: str = field(default_factory=socket.gethostname)
-    pid: int = field(default_factory=os.getpid)
-    user: str = field(default_factory=getpass.getuser)
-
-    @property
-    def actor(self) -> str:
-        return f"{self.user}@{self.host}"
+from orchestrator.owner import LockOwner
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +22,9 @@ class Holder:
     pid: int
     what: str
     since: datetime
+
+
+__all__ = ["Holder", "LockManager", "LockOwner", "RunHandle", "RunLock"]
 
 
 class RunLock(ABC):
@@ -65,6 +50,12 @@ class RunLock(ABC):
 
 class LockManager(ABC):
     ttl: float
+    kind: str  # recorded with each run it guards ("sql", "redlock")
+
+    @property
+    def servers(self) -> list[str]:
+        """Where the lock lives, credentials removed (recorded with the run, compared later)."""
+        return []
 
     @abstractmethod
     def acquire(self, run_id: int, owner: LockOwner, conn: Connection | None = None) -> RunLock:
@@ -82,22 +73,50 @@ class LockManager(ABC):
         """Release connections the manager holds."""
 
 
-def bump_epoch(conn: Connection, run_id: int) -> int:
-    conn.execute(update(runs).where(runs.c.run_id == run_id).values(epoch=runs.c.epoch + 1))
-    return conn.execute(select(runs.c.epoch).where(runs.c.run_id == run_id)).scalar_one()
+class RunHandle:
+    """The run's lock and the identity of the attempt it guards: one owner, one ``with`` block.
 
+    Whoever starts an attempt (``run``, ``resume``, a recovery, ``mark-success``) holds the handle; the
+    coordinator and the recorder only use it. A resume acquires before planning; a new run acquires
+    inside the transaction that creates the run (``acquire(conn)``), so a refused start writes nothing.
+    Leaving the block releases the lock, whatever happened inside it.
+    """
 
-def bump_epoch_tx(engine: Engine, run_id: int, conn: Connection | None) -> int:
-    if conn is not None:
-        return bump_epoch(conn, run_id)
-    with write_tx(engine) as own:
-        return bump_epoch(own, run_id)
+    def __init__(self, locks: LockManager, owner: LockOwner, run_id: int | None = None) -> None:
+        self.locks, self.owner, self.run_id = locks, owner, run_id
+        self.attempt_id: int | None = None
+        self.lock: RunLock | None = None
 
+    def acquire(self, conn: Connection | None = None, run_id: int | None = None) -> RunHandle:
+        if run_id is not None:
+            self.run_id = run_id
+        assert self.run_id is not None and self.lock is None
+        self.lock = self.locks.acquire(self.run_id, self.owner, conn)
+        return self
 
-def check_epoch(conn: Connection, run_id: int, epoch: int) -> None:
-    """First statement of every history write: refuse it if a newer holder took the run."""
-    result = conn.execute(
-        update(runs).where(runs.c.run_id == run_id, runs.c.epoch == epoch).values(epoch=epoch)
-    )
-    if result.rowcount != 1:
-        raise FencedError(f"run {run_id}: another coordinator took over (epoch {epoch} is stale)")
+    @property
+    def held(self) -> bool:
+        return self.lock is not None
+
+    @property
+    def epoch(self) -> int:
+        assert self.lock is not None, "the run's lock is not held"
+        return self.lock.epoch
+
+    @property
+    def ttl(self) -> float:
+        return self.locks.ttl
+
+    def extend(self) -> None:
+        if self.lock is not None:
+            self.lock.extend()
+
+    def release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+    def __enter__(self) -> RunHandle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -14,22 +14,30 @@ from datetime import UTC, datetime
 
 from pottery import Redlock
 from pottery.exceptions import ExtendUnlockedLock, PrimitiveError, QuorumIsImpossible
-from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import Connection, Engine
 
+from orchestrator.db.engine import safe_url
+from orchestrator.db.fencing import bump_epoch_tx
 from orchestrator.errors import FencedError, LockedError, ServiceUnavailableError
-from orchestrator.locks.base import Holder, LockManager, LockOwner, RunLock, bump_epoch_tx
+from orchestrator.locks.base import Holder, LockManager, LockOwner, RunLock
 from workers import keys
+from workers.redis_client import connect
 
 
 class RedlockManager(LockManager):
+    kind = "redlock"
+
     def __init__(self, engine: Engine, urls: tuple[str, ...], ttl: float = 30.0, scope: str = "") -> None:
         self.engine = engine
         self.scope = scope
         self.ttl = ttl
         self.urls = urls
-        self.masters = [Redis.from_url(u, socket_timeout=5, socket_connect_timeout=5) for u in urls]
+        self.masters = [connect(u, timeout=5.0) for u in urls]
+
+    @property
+    def servers(self) -> list[str]:
+        return sorted(safe_url(u) for u in self.urls)
 
     def _redlock(self, run_id: int) -> Redlock:
         return Redlock(
@@ -46,7 +54,7 @@ class RedlockManager(LockManager):
             acquired = redlock.acquire(blocking=False)
         except (QuorumIsImpossible, RedisError) as exc:
             raise ServiceUnavailableError(
-                f"lock servers unreachable ({', '.join(self.urls)}): {exc}"
+                f"lock servers unreachable ({', '.join(self.servers)}): {exc}"
             ) from None
         if not acquired:
             holder = self.holder(run_id)

@@ -13,12 +13,15 @@ from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from orchestrator.db.engine import read_tx, write_tx
+from orchestrator.db.fencing import bump_epoch
 from orchestrator.db.schema import run_leases, utcnow
 from orchestrator.errors import FencedError, LockedError
-from orchestrator.locks.base import Holder, LockManager, LockOwner, RunLock, bump_epoch
+from orchestrator.locks.base import Holder, LockManager, LockOwner, RunLock
 
 
 class SqlLeaseManager(LockManager):
+    kind = "sql"
+
     def __init__(self, engine: Engine, ttl: float = 30.0) -> None:
         self.engine = engine
         self.ttl = ttl

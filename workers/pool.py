@@ -1,0 +1,201 @@
+"""The local executor's pool: one process per attempt that runs its jobs and outlives its coordinator.
+
+The coordinator starts it (``python -m workers.pool``) and talks to it over two pipes, one JSON line
+per message (``workers.wire``). It runs each job with ``workers.runner.run_job`` in a thread of its
+own, started as jobs arrive, and writes every event to the attempt's journal (``workers.journal``)
+*before* sending it on: if the coordinator dies (SIGKILL, a long pause, a database outage it gave
+up on), jobs already running finish, their results stay on disk, and the next ``resume`` records
+their real exit codes instead of re-running them. Jobs it was sent but had not started are dropped
+(the resume runs them).
+
+Coordinator -> pool: ``{"v": 1, "op": "run", "task": {...}}``, ``{"op": "cancel"}``, ``{"op": "close"}``.
+Pool -> coordinator: ``ready``, then one event per line, ``[v, kind, attempt, job, first try, epoch,
+body]``, the same events Celery workers put on a run's stream.
+
+It stops starting jobs as soon as the run's epoch moves past the one it was started with (a resume
+took the run over), and exits when its running jobs have ended and no coordinator needs it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+from workers.journal import Journal
+from workers.runner import CancelToken, RunnerHooks, run_job
+from workers.spec import JobResult, JobTask, TryRecord
+from workers.statuses import JobStatus
+from workers.wire import WIRE_VERSION, WireError, encode_event
+
+log = logging.getLogger("executioner.pool")
+READY = b"ready"
+EPOCH_CHECK_SECONDS = 1.0
+
+
+class ThreadPool:
+    """Threads started as jobs arrive (a huge parallelism costs nothing up front), fed by one queue."""
+
+    def __init__(self, max_workers: int, run) -> None:
+        self.max_workers, self.run = max_workers, run
+        self.queue: queue.SimpleQueue[JobTask | None] = queue.SimpleQueue()
+        self.threads: list[threading.Thread] = []
+
+    def submit(self, task: JobTask) -> None:
+        if len(self.threads) < self.max_workers:
+            thread = threading.Thread(target=self._work, name=f"job-{len(self.threads)}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        self.queue.put(task)
+
+    def _work(self) -> None:
+        while (task := self.queue.get()) is not None:
+            self.run(task)
+
+    def join(self) -> None:
+        for _ in self.threads:
+            self.queue.put(None)
+        for thread in self.threads:
+            thread.join()
+
+
+class Pool:
+    def __init__(
+        self, journal: Journal, run_id: int, attempt_id: int, epoch: int, max_workers: int, out: BinaryIO
+    ) -> None:
+        self.journal, self.run_id, self.attempt_id, self.epoch = journal, run_id, attempt_id, epoch
+        self.out = out
+        self._out_lock = threading.Lock()
+        self.coordinator_gone = False
+        self.accepting = True  # False once closed, fenced or orphaned: queued jobs are dropped
+        self.cancel = CancelToken()
+        self.worker = socket.gethostname()
+        self.hooks = RunnerHooks(
+            on_try_start=self._try_started,
+            on_try_end=self._try_ended,
+            cancel=self.cancel,
+            worker_name=self.worker,
+            base_env=dict(os.environb),
+        )
+        self.threads = ThreadPool(max_workers, self._run)
+        self._files: dict[tuple[str, int], int] = {}  # dispatch -> open journal fd (its own thread)
+
+    # -- messages from the coordinator ----------------------------------------------------------------
+
+    def serve(self, source: BinaryIO) -> None:
+        watcher = threading.Thread(target=self._watch_epoch, name="epoch", daemon=True)
+        watcher.start()
+        for raw in source:
+            try:
+                message = json.loads(raw)
+                op = message.get("op")
+            except (ValueError, AttributeError):
+                log.error("pool: ignoring an unreadable message")
+                continue
+            if op == "run" and self.accepting:
+                try:
+                    self.threads.submit(JobTask.from_dict(message["task"]))
+                except (WireError, KeyError) as exc:
+                    log.error("pool: refusing a task: %s", exc)
+            elif op == "cancel":
+                self.cancel.cancel()
+            elif op == "close":
+                break
+        else:  # the pipe closed without "close": the coordinator died
+            self.coordinator_gone = True
+            log.warning("pool of run %s attempt %s: coordinator gone", self.run_id, self.attempt_id)
+        self.accepting = False
+        self.threads.join()
+        self.cancel.close()
+
+    def _watch_epoch(self) -> None:
+        while self.accepting:
+            time.sleep(EPOCH_CHECK_SECONDS)
+            if self._fenced():
+                log.warning("pool of run %s: a newer holder took the run; starting nothing more", self.run_id)
+                self.accepting = False
+
+    def _fenced(self) -> bool:
+        return self.journal.read_epoch(self.run_id) > self.epoch
+
+    # -- one job ------------------------------------------------------------------------------------
+
+    def _run(self, task: JobTask) -> None:
+        path = self.journal.dispatch_file(task.run_id, task.attempt_id, task.job_id, task.first_try)
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        # The file first, the fence second: a recovery publishes the new epoch, then lists files. A
+        # job whose check came before the publish is listed (and waited for); one after is dropped.
+        if not self.accepting or self._fenced():
+            os.unlink(path)
+            os.close(fd)
+            return  # dropped: never started, so a resume runs it
+        self._files[(task.job_id, task.first_try)] = fd
+        try:
+            try:
+                result = run_job(task, self.hooks)
+            except Exception as exc:  # never lose the event: the coordinator would wait forever
+                now = time.time()
+                error = f"runner failed: {exc!r}"
+                record = TryRecord(task.first_try, JobStatus.ERROR, None, now, now, self.worker, error=error)
+                result = JobResult(task.run_id, task.attempt_id, task.job_id, [record], task.epoch)
+            self._emit(task, "ended", result.to_dict(), ack=str(path))
+        finally:
+            del self._files[(task.job_id, task.first_try)]
+            os.close(fd)
+
+    def _try_started(self, task: JobTask, try_number: int, pid: int, at: float) -> None:
+        self._emit(task, "started", {"try": try_number, "worker": self.worker, "pid": pid, "at": at})
+
+    def _try_ended(self, task: JobTask, record: TryRecord, final: bool) -> None:
+        if not final:  # the last try comes with "ended": one event less per job
+            self._emit(task, "try", record.to_dict())
+
+    def _emit(self, task: JobTask, kind: str, body: dict, ack: str | None = None) -> None:
+        line = encode_event(kind, task.attempt_id, task.job_id, task.first_try, task.epoch, body)
+        data = line.encode() + b"\n"
+        fd = self._files[(task.job_id, task.first_try)]
+        os.write(fd, data)  # on disk (page cache) before anyone is told: survives any process death
+        if ack is not None:
+            data = line.encode() + b"\t" + ack.encode() + b"\n"
+        with self._out_lock:
+            if self.coordinator_gone:
+                return
+            try:
+                self.out.write(data)
+                self.out.flush()
+            except (BrokenPipeError, OSError):
+                self.coordinator_gone = True
+
+
+def main(argv: list[str] | None = None) -> int:
+    root, run_id, attempt_id, epoch, max_workers = (argv or sys.argv[1:])[:5]
+    journal = Journal(Path(root))
+    folder = journal.prepare(int(run_id), int(attempt_id))
+    logging.basicConfig(
+        filename=str(folder / "pool.log"), level=logging.INFO, format="%(asctime)s %(message)s"
+    )
+    lock_fd = os.open(journal.lock_file(int(run_id), int(attempt_id)), os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)  # held until exit: "the pool is alive" for a recovery
+    # Ctrl-C reaches the coordinator, which cancels through the pipe; an operator's SIGTERM to the
+    # pool itself cancels its jobs (they are recorded CANCELLED) rather than orphaning them.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    out = sys.stdout.buffer
+    pool = Pool(journal, int(run_id), int(attempt_id), int(epoch), int(max_workers), out)
+    signal.signal(signal.SIGTERM, lambda *_: pool.cancel.cancel())
+    out.write(READY + b" %d\n" % WIRE_VERSION)
+    out.flush()
+    pool.serve(sys.stdin.buffer)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
