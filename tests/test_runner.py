@@ -177,12 +177,11 @@ def test_long_timeout_is_supervised():
 
 
 def test_the_local_pool_starts_threads_only_for_jobs_it_gets():
-    from orchestrator.executors.local import LocalExecutor
+    from workers.pool import ThreadPool
 
-    events = []
-    executor = LocalExecutor(10**12)  # --max-parallel 1e12 once allocated a thread per slot up front
-    executor.open(1, 1, 1, events.append)
-    assert executor._threads == []
-    executor.submit(task("true"))
-    assert poll(lambda: events, 10) and len(executor._threads) == 1
-    executor.close()
+    done = threading.Event()
+    pool = ThreadPool(10**12, lambda task: done.set())  # --max-parallel 1e12 once meant 1e12 threads
+    assert pool.threads == []
+    pool.submit(task("true"))
+    assert done.wait(10) and len(pool.threads) == 1
+    pool.join()

@@ -49,14 +49,12 @@ class Journal:
 
     def prepare(self, run_id: int, attempt_id: int) -> Path:
         path = self.attempt_dir(run_id, attempt_id)
-        for folder in (self.root.parent, self.root, self.run_dir(run_id), path):
-            with contextlib.suppress(FileExistsError):
-                folder.mkdir(mode=0o700)
+        _private_dirs(path)
         return path
 
     def publish_epoch(self, run_id: int, epoch: int) -> None:
         """Tell pools of older holders to start nothing more (atomic replace)."""
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _private_dirs(self.root)
         tmp = self.epoch_file(run_id).with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(str(epoch))
         tmp.replace(self.epoch_file(run_id))
@@ -99,6 +97,17 @@ class Journal:
             folder.rmdir()
         with contextlib.suppress(OSError):
             self.run_dir(run_id).rmdir()
+
+
+def _private_dirs(path: Path) -> None:
+    """``path`` and its missing parents, each readable by its owner only (results are job output)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=0o700)
 
 
 def read_lines(path: Path) -> list[bytes]:
