@@ -12,6 +12,7 @@ from typing import Any
 
 from orchestrator.state import RunState
 from orchestrator.workflow import DEFINITION_FIELDS, Workflow
+from workers.secrets import mask_env
 
 
 class ChangeKind(StrEnum):
@@ -42,15 +43,23 @@ class Change:
             return f"{where}: added"
         if self.kind is ChangeKind.REMOVED:
             return f"{where}: removed"
-        return f"{where}: {self.field}: {_show(self.before)} -> {_show(self.after)}"
+        before, after = self.shown()
+        return f"{where}: {self.field}: {_show(before)} -> {_show(after)}"
+
+    def shown(self) -> tuple[Any, Any]:
+        """Before and after as they may be shown or stored: secret env values masked."""
+        if self.field == "env":
+            return mask_env(self.before), mask_env(self.after)
+        return self.before, self.after
 
     def as_dict(self) -> dict:
+        before, after = self.shown()
         return {
             "kind": str(self.kind),
             "job": self.job,
             "field": self.field,
-            "before": self.before,
-            "after": self.after,
+            "before": before,
+            "after": after,
         }
 
 

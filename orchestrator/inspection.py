@@ -12,6 +12,7 @@ from orchestrator.errors import UnknownJobError
 from orchestrator.launch import stored_workflow
 from orchestrator.planner import PlanRequest, plan
 from orchestrator.settle import preview
+from workers.secrets import mask_env
 from workers.statuses import AttemptStatus
 
 
@@ -73,7 +74,12 @@ def _attempt(a) -> dict[str, Any]:
         "executor": a.executor,
         "host": a.host,
         "user": a.user,
-        "changes": a.changes,
+        "changes": [
+            {**c, "before": mask_env(c.get("before")), "after": mask_env(c.get("after"))}
+            if c.get("field") == "env"
+            else c
+            for c in a.changes or []
+        ],
         "forced": a.forced,
     }
 

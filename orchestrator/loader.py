@@ -32,6 +32,7 @@ from orchestrator.workflow import (
     Workflow,
 )
 from workers.retry import DEFAULT_RETRY_ON, MAX_SECONDS, RetryPolicy
+from workers.secrets import REF, is_ref
 from workers.statuses import FAILURE_STATUSES, JobStatus
 
 JOB_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,200}")  # used with fullmatch: "abc\n" is not an id
@@ -215,21 +216,32 @@ class _Validator:
         )
         return None
 
-    def env(self, job_id: str, env: Any) -> dict[str, str]:
+    def env(self, job_id: str, env: Any) -> dict[str, Any]:
         if env is None:
             return {}
         if not isinstance(env, dict):
             self.err(f"must be a mapping of names to values, got {_type(env)}", job=job_id, field="env")
             return {}
-        out: dict[str, str] = {}
+        out: dict[str, Any] = {}
         for key, value in env.items():
-            if not isinstance(key, str) or not key or "=" in key or bad_string(key) or len(key) > 256:
+            if not _variable_name(key):
                 self.err(f"invalid variable name {summary(key)}", job=job_id, field="env")
+            elif isinstance(value, dict):
+                # {from_env: NAME}: a secret taken where the job runs, never stored or shown.
+                if is_ref(value) and _variable_name(value[REF]):
+                    out[key] = {REF: value[REF]}
+                else:
+                    self.err(
+                        f"value of {key} must be a string, a number or {{from_env: NAME}}, "
+                        f"got {summary(value)}",
+                        job=job_id,
+                        field="env",
+                    )
             elif isinstance(value, str) and not self.text(value, job_id, "env", MAX_COMMAND_BYTES, key):
                 continue
             elif isinstance(value, bool) or not isinstance(value, str | int | float):
                 self.err(
-                    f"value of {key} must be a string or a number, got {summary(value)}",
+                    f"value of {key} must be a string, a number or {{from_env: NAME}}, got {summary(value)}",
                     job=job_id,
                     field="env",
                 )
@@ -349,6 +361,10 @@ def _type(value: Any) -> str:
     return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(
         type(value), type(value).__name__
     )
+
+
+def _variable_name(name: Any) -> bool:
+    return isinstance(name, str) and 0 < len(name) <= 256 and "=" not in name and bad_string(name) is None
 
 
 def _field(key: Any) -> str:

@@ -126,4 +126,3 @@ def _waiting(jobs: list[str]) -> None:
         len(jobs),
         ", ".join(jobs),
     )
-

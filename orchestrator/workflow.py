@@ -51,7 +51,8 @@ class JobDef:
     id: str
     command: str | tuple[str, ...]
     dependencies: tuple[str, ...] = ()
-    env: dict[str, str] = field(default_factory=dict, hash=False)
+    # A value is a string, or {"from_env": NAME}: a secret taken where the job runs (workers.secrets).
+    env: dict[str, Any] = field(default_factory=dict, hash=False)
     working_dir: str | None = None
     timeout: float | None = None
     queue: str = "default"

@@ -185,3 +185,28 @@ def test_the_local_pool_starts_threads_only_for_jobs_it_gets():
     pool.submit(task("true"))
     assert done.wait(10) and len(pool.threads) == 1
     pool.join()
+
+
+def test_a_straggler_that_ignores_sigterm_is_killed_after_the_grace(tmp_path, monkeypatch):
+    monkeypatch.setattr("workers.runner.KILL_GRACE_SECONDS", 0.5)
+    pidfile = tmp_path / "bg.pid"
+    r = run_job(task(f"(trap '' TERM; sleep 120) & echo $! > {pidfile}"))
+    assert r.status is JobStatus.SUCCESS
+    assert poll(lambda: not _alive(int(pidfile.read_text())), 5), "survived SIGTERM and the grace"
+
+
+def test_a_daemon_that_left_the_group_is_found_by_its_environment(tmp_path):
+    from workers.reaper import Reaper
+
+    pidfile = tmp_path / "daemon.pid"
+    # Double fork + setsid: the daemon is in a session of its own, out of reach of the job's group.
+    daemon = f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 120' </dev/null >/dev/null 2>&1 &"
+    reaper = Reaper()
+    assert reaper.enabled  # prctl(PR_SET_CHILD_SUBREAPER) on Linux
+    r = run_job(task(f"{daemon} sleep 0.2"), RunnerHooks(reaper=reaper))
+    assert r.status is JobStatus.SUCCESS
+    assert pidfile.exists() and not _alive(int(pidfile.read_text()))
+    other = run_job(task(f"setsid sh -c 'exec sleep 120' </dev/null >/dev/null 2>&1 & echo $! > {pidfile}"))
+    stranger = int(pidfile.read_text())  # no reaper: not ours to look for (another job's marks)
+    assert other.status is JobStatus.SUCCESS and _alive(stranger)  # what the reaper is for
+    os.kill(stranger, 9)

@@ -8,15 +8,26 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid
 
 from workers.channel import Channel, Claim, Heartbeats
+from workers.reaper import Reaper
 from workers.redis_client import connect
 from workers.runner import CancelToken, RunnerHooks, run_job
 from workers.settings import WorkerSettings
-from workers.spec import JobTask
+from workers.signing import verify
+from workers.spec import JobResult, JobTask, TryRecord
+from workers.statuses import JobStatus
+from workers.wire import WireError
 
 log = logging.getLogger("executioner.worker")
+
+
+def _error_result(task: JobTask, worker: str, reason: str) -> JobResult:
+    now = time.time()
+    record = TryRecord(task.first_try, JobStatus.ERROR, None, now, now, worker, error=reason)
+    return JobResult(task.run_id, task.attempt_id, task.job_id, [record], task.epoch)
 
 
 class WorkerRuntime:
@@ -27,6 +38,8 @@ class WorkerRuntime:
         self._pid: int | None = None
         self._channel: Channel | None = None
         self._heartbeats: Heartbeats | None = None
+        self._reaper: Reaper | None = None
+        self._reaper_pid: int | None = None
         self.base_env = dict(os.environb)
 
     @property
@@ -38,6 +51,13 @@ class WorkerRuntime:
         return self._channel
 
     @property
+    def reaper(self) -> Reaper:
+        """Per worker process (after the pool forked): it adopts its jobs' orphans."""
+        if self._reaper is None or self._reaper_pid != os.getpid():  # prctl is not inherited by fork
+            self._reaper, self._reaper_pid = Reaper(), os.getpid()
+        return self._reaper
+
+    @property
     def heartbeats(self) -> Heartbeats:
         channel = self.channel  # (re)built after a fork, with its heartbeat thread
         if self._heartbeats is None or self._heartbeats.channel is not channel:
@@ -45,8 +65,12 @@ class WorkerRuntime:
         return self._heartbeats
 
     def execute(self, payload: dict, worker_name: str | None) -> dict:
-        task = JobTask.from_dict(payload)
         worker = worker_name or socket.gethostname()
+        try:
+            verify(payload, self.settings.secret_key)
+            task = JobTask.from_dict(payload)
+        except WireError as exc:
+            return self._refuse(str(exc))
         channel = self.channel
         owner = f"{worker}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         claim = channel.claim(task, owner, worker)
@@ -61,6 +85,7 @@ class WorkerRuntime:
             on_try_start=lambda t, n, pid, at: n != t.first_try and channel.started(t, n, worker, pid, at),
             on_try_end=lambda t, record, final: final or channel.try_ended(t, record),
             cancel=cancel,
+            reaper=self.reaper,
             worker_name=worker,
             base_env=self.base_env,
         )
@@ -71,7 +96,11 @@ class WorkerRuntime:
 
         try:
             with self.heartbeats.watch(task, owner, stop):
-                result = run_job(task, hooks)
+                try:
+                    result = run_job(task, hooks)
+                except Exception as exc:  # report it now, not 20 s later as a lost heartbeat
+                    log.exception("%s: the runner failed", task.key)
+                    result = _error_result(task, worker, f"runner failed: {exc!r}"[:300])
             channel.ended(task, result, owner)
         finally:
             cancel.close()
@@ -81,3 +110,10 @@ class WorkerRuntime:
             "exit_code": result.exit_code,
             "tries": len(result.tries),
         }
+
+    @staticmethod
+    def _refuse(reason: str) -> dict:
+        """Never run it, and report nothing to any run: a forged task may name a real run's job, and
+        an attacker who can only send tasks (a Flower login) must not be able to end that job."""
+        log.error("task refused: %s", reason)
+        return {"refused": reason}

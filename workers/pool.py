@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from workers.journal import Journal
+from workers.reaper import Reaper
 from workers.runner import CancelToken, RunnerHooks, run_job
 from workers.spec import JobResult, JobTask, TryRecord
 from workers.statuses import JobStatus
@@ -83,6 +84,7 @@ class Pool:
             on_try_start=self._try_started,
             on_try_end=self._try_ended,
             cancel=self.cancel,
+            reaper=Reaper(),  # this process adopts the jobs' orphans: none is left behind
             worker_name=self.worker,
             base_env=dict(os.environb),
         )

@@ -18,9 +18,11 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from workers.reaper import Reaper, marks
 from workers.retry import decide
+from workers.secrets import REF, is_ref, mask_output, secret_names, secret_patterns, secret_values
 from workers.spec import OUTPUT_TAIL_BYTES, JobResult, JobTask, TryRecord
 from workers.statuses import JobStatus
 
@@ -67,6 +69,10 @@ class RunnerHooks:
     # task, record, final: the last try of this dispatch (its result follows with every try in it)
     on_try_end: Callable[[JobTask, TryRecord, bool], None] | None = None
     cancel: CancelToken | None = None
+    # Finds a try's orphans that left its process group (the pool and Celery workers set one).
+    reaper: Reaper | None = None
+    # Names whose env values are masked in the captured output (workers.secrets).
+    secret_patterns: tuple[str, ...] = field(default_factory=secret_patterns)
     worker_name: str | None = None
     jitter: Callable[[], float] = random.random
     # The environment jobs start from (default: this process's, read per job). Executors read it
@@ -110,10 +116,20 @@ def run_job(task: JobTask, hooks: RunnerHooks | None = None) -> JobResult:
 
 
 def job_environment(task: JobTask, try_number: int, base: dict[bytes, bytes] | None = None) -> dict:
-    """The job's environment, as bytes (the form the OS takes: no per-variable encoding per job)."""
+    """The job's environment, as bytes (the form the OS takes: no per-variable encoding per job).
+
+    A ``{from_env: NAME}`` value is the secret NAME of this process's environment (never sent);
+    ``ValueError`` if it is not set here.
+    """
     env = dict(os.environb) if base is None else base.copy()
     for key, value in task.env.items():
-        env[os.fsencode(key)] = os.fsencode(value)
+        if is_ref(value):
+            found = env.get(os.fsencode(value[REF]))
+            if found is None:
+                raise ValueError(f"env {key}: {value[REF]} is not set where the job runs")
+            env[os.fsencode(key)] = found
+        else:
+            env[os.fsencode(key)] = os.fsencode(value)
     env[b"EXECUTIONER_RUN_ID"] = b"%d" % task.run_id
     env[b"EXECUTIONER_ATTEMPT_ID"] = b"%d" % task.attempt_id
     env[b"EXECUTIONER_JOB_ID"] = os.fsencode(task.job_id)
@@ -132,36 +148,53 @@ def run_try(task: JobTask, try_number: int, hooks: RunnerHooks, worker: str) -> 
     if task.working_dir is not None and not os.path.isdir(task.working_dir):
         return ended(JobStatus.ERROR, error=f"working_dir {task.working_dir!r} does not exist")
     argv = ["/bin/sh", "-c", task.command] if isinstance(task.command, str) else list(task.command)
+    try:
+        env = job_environment(task, try_number, hooks.base_env)
+    except ValueError as exc:
+        return ended(JobStatus.ERROR, error=str(exc))
+    names = secret_names(task.env, hooks.secret_patterns) if task.env else ()
+    secrets = secret_values(env, names) if names else ()
     # Plain pipes rather than subprocess.PIPE: the runner reads raw fds, no file objects needed.
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
+    reaper = hooks.reaper
     try:
-        proc = subprocess.Popen(
-            argv,
-            cwd=task.working_dir,
-            env=job_environment(task, try_number, hooks.base_env),
-            stdin=subprocess.DEVNULL,
-            stdout=out_w,
-            stderr=err_w,
-            start_new_session=True,  # its own process group: timeouts and cancels kill the whole tree
-        )
-    except OSError as exc:
+        with reaper.spawning() if reaper is not None else contextlib.nullcontext(None) as register:
+            proc = subprocess.Popen(
+                argv,
+                cwd=task.working_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out_w,
+                stderr=err_w,
+                start_new_session=True,  # its own process group: timeouts and cancels kill the tree
+            )
+            if register is not None:
+                register(proc.pid)
+    except (OSError, ValueError) as exc:  # ValueError: e.g. an embedded NUL the loader let through
         os.close(out_r)
         os.close(err_r)
-        return ended(JobStatus.ERROR, error=f"could not start {argv[0]!r}: {exc.strerror or exc}")
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return ended(JobStatus.ERROR, error=f"could not start {argv[0]!r}: {reason}")
     finally:
         os.close(out_w)
         os.close(err_w)
     if hooks.on_try_start:
         hooks.on_try_start(task, try_number, proc.pid, start)
-    outcome = _supervise(proc, out_r, err_r, task.timeout, hooks.cancel)
+    try:
+        outcome = _supervise(proc, out_r, err_r, task.timeout, hooks.cancel)
+    finally:
+        if reaper is not None:
+            reaper.leader_waited(proc.pid)
+    if reaper is not None:  # orphans that left the group (setsid daemons) carry the try's marks
+        reaper.kill(marks(task.run_id, task.attempt_id, task.job_id, try_number), KILL_GRACE_SECONDS)
     return ended(
         outcome.status,
         outcome.exit_code,
         outcome.error,
         pid=proc.pid,
-        stdout_tail=_decode(outcome.stdout),
-        stderr_tail=_decode(outcome.stderr),
+        stdout_tail=_decode(mask_output(outcome.stdout, secrets) if secrets else outcome.stdout),
+        stderr_tail=_decode(mask_output(outcome.stderr, secrets) if secrets else outcome.stderr),
     )
 
 
@@ -213,8 +246,14 @@ def _supervise(
         # The leader is a zombie until waited for, so its pid (= the group id) cannot be reused yet:
         # stragglers it left in the background are killed now, a job leaves nothing behind.
         _signal_group(proc.pid, signal.SIGKILL if killed_for else signal.SIGTERM)
+        closed = _drain(buffers, DRAIN_SECONDS)
+        if not closed and not killed_for and not _drain(buffers, KILL_GRACE_SECONDS):
+            # Something in the group still holds its output open after SIGTERM and a grace period:
+            # it ignores the signal. SIGKILL (the pipes close when the last holder dies). Those
+            # that closed their pipes are the reaper's (``workers.reaper``, by environment).
+            _signal_group(proc.pid, signal.SIGKILL)
+            _drain(buffers, DRAIN_SECONDS)
         returncode = proc.wait()
-        _drain(buffers)
     finally:
         os.close(pidfd)
         os.close(out_fd)
@@ -256,21 +295,22 @@ def _read_into(fd: int, buf: bytearray) -> bool:
     return True
 
 
-def _drain(buffers: dict[int, bytearray]) -> None:
-    """Read what is left in the pipes, bounded: a straggler that survived SIGTERM may hold them open."""
+def _drain(buffers: dict[int, bytearray], seconds: float) -> bool:
+    """Read what is left in the pipes, bounded: a straggler may hold them open. True if both closed."""
     poller = select.poll()
-    for fd in buffers:
+    open_fds = set(buffers)  # one already at EOF answers at once: no need to remember which
+    for fd in open_fds:
         poller.register(fd, select.POLLIN)
-    open_fds = set(buffers)
-    deadline = time.monotonic() + DRAIN_SECONDS
+    deadline = time.monotonic() + seconds
     while open_fds:
         remaining_ms = math.ceil((deadline - time.monotonic()) * 1000)
         if remaining_ms <= 0:
-            break
+            return False
         for fd, _ in poller.poll(remaining_ms):
             if not _read_into(fd, buffers[fd]):
                 poller.unregister(fd)
                 open_fds.discard(fd)
+    return True
 
 
 def _decode(buf: bytearray) -> str:

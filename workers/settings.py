@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,8 @@ class WorkerSettings:
     # once the heartbeat is older than ``heartbeat_ttl``.
     heartbeat_interval: float = 5.0
     heartbeat_ttl: float = 20.0
+    # Signs and checks task payloads (workers.signing); never shown (repr=False).
+    secret_key: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: str | None) -> WorkerSettings:
@@ -31,7 +34,24 @@ class WorkerSettings:
             visibility_timeout=seconds(env, "EXECUTIONER_VISIBILITY_TIMEOUT", cls.visibility_timeout),
             heartbeat_interval=seconds(env, "EXECUTIONER_HEARTBEAT_INTERVAL", cls.heartbeat_interval),
             heartbeat_ttl=seconds(env, "EXECUTIONER_HEARTBEAT_TTL", cls.heartbeat_ttl),
+            secret_key=secret_key(env),
         )
+
+
+def secret_key(env: Mapping[str, str]) -> bytes | None:
+    """EXECUTIONER_SECRET_KEY, else the content of EXECUTIONER_SECRET_KEY_FILE; ValueError if weak."""
+    raw = env.get("EXECUTIONER_SECRET_KEY") or ""
+    path = env.get("EXECUTIONER_SECRET_KEY_FILE") or ""
+    if not raw and path:
+        try:
+            raw = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"EXECUTIONER_SECRET_KEY_FILE: cannot read {path}: {exc.strerror}") from None
+    if not raw:
+        return None
+    if len(raw) < 16:
+        raise ValueError("EXECUTIONER_SECRET_KEY: use at least 16 characters (e.g. `openssl rand -hex 32`)")
+    return raw.encode()
 
 
 def seconds(env: Mapping[str, str], name: str, default: float) -> float:

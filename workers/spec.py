@@ -7,6 +7,7 @@ objects and through Celery/Redis as JSON (no pickle anywhere).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from workers.retry import RetryPolicy
 from workers.statuses import JobStatus
@@ -21,7 +22,7 @@ class JobTask:
     attempt_id: int
     job_id: str
     command: str | tuple[str, ...]
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, Any] = field(default_factory=dict)  # str or {"from_env": NAME}
     working_dir: str | None = None
     timeout: float | None = None
     queue: str = "default"

@@ -75,6 +75,8 @@ def _context(ctx: click.Context):
     from orchestrator.context import Context
 
     logging.basicConfig(level=logging.WARNING, format="executioner: %(message)s", stream=sys.stderr)
+    # pottery logs a full traceback for every Redis error it retries; we say what matters in one line.
+    logging.getLogger("pottery").setLevel(logging.CRITICAL)
     c = Context(_settings(ctx))
     try:
         yield c
@@ -139,7 +141,10 @@ def _finish_attempt(result, as_json: bool) -> None:
 
 
 def _trigger_reason() -> str:
-    return " ".join(["executioner", *sys.argv[1:]])[:500]
+    from workers.secrets import redact_urls
+
+    # Stored with the attempt: a --database-url or --broker-url password must not be.
+    return redact_urls(" ".join(["executioner", *sys.argv[1:]]))[:500]
 
 
 @cli.command()

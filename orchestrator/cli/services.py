@@ -34,6 +34,13 @@ def worker(ctx: click.Context, celery_args: tuple[str, ...]) -> None:
     Options pass through to `celery worker`: -Q/--queues (the job `queue`s it serves; default:
     default), -c/--concurrency, -n/--hostname, -l/--loglevel, -P/--pool, --max-tasks-per-child ...
     """
+    from workers.signing import require_key
+
+    settings = ctx.find_root().obj["settings"]
+    try:  # a broker others can reach: run only tasks a coordinator signed
+        require_key(settings.broker_url, settings.worker.secret_key)
+    except ValueError as exc:
+        raise UserError(f"worker: {exc}") from None
     argv = ["worker", *celery_args]
     if not any(a.startswith(("-l", "--loglevel")) for a in celery_args):
         argv.append("--loglevel=INFO")
@@ -55,9 +62,15 @@ def worker(ctx: click.Context, celery_args: tuple[str, ...]) -> None:
 @click.pass_context
 def flower(ctx, port, address, basic_auth, unauthenticated_api, flower_args) -> None:
     """Run Flower on Executioner's Celery app: every job is a task named run<R>.a<A>.<job>.t<try>."""
+    address = _effective_address(address, flower_args)
     if unauthenticated_api:
         if not _is_loopback(address):
             raise UserError(f"--unauthenticated-api is only allowed on a loopback --address, not {address!r}")
+        if any(a.split("=", 1)[0] in ("--conf", "--unix-socket", "--unix_socket") for a in flower_args):
+            raise UserError(
+                "--unauthenticated-api: --conf and --unix-socket are not allowed (they could "
+                "listen elsewhere than the checked address)"
+            )
         os.environ["FLOWER_UNAUTHENTICATED_API"] = "true"
     elif not basic_auth:
         raise UserError(
@@ -68,6 +81,19 @@ def flower(ctx, port, address, basic_auth, unauthenticated_api, flower_args) -> 
     if basic_auth:
         argv.append(f"--basic-auth={basic_auth}")
     _app(ctx).start([*argv, *flower_args])
+
+
+def _effective_address(address: str, flower_args: tuple[str, ...]) -> str:
+    """Where Flower will really listen: a pass-through ``--address`` (or FLOWER_ADDRESS) wins over
+    ours, so that is the one to check, not the option's default."""
+    found = os.environ.get("FLOWER_ADDRESS") or address
+    args = list(flower_args)
+    for i, arg in enumerate(args):
+        if arg in ("--address", "-address") and i + 1 < len(args):
+            found = args[i + 1]
+        elif arg.startswith(("--address=", "-address=")):
+            found = arg.split("=", 1)[1]
+    return found
 
 
 def _is_loopback(address: str) -> bool:

@@ -11,19 +11,25 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from orchestrator.db.engine import safe_url
-from orchestrator.errors import ServiceUnavailableError
+from orchestrator.errors import ServiceUnavailableError, UserError
 from orchestrator.executors.base import Executor, Sink
 from orchestrator.executors.stream import StreamReader, acknowledge, ensure_group
 from orchestrator.settings import Settings
 from workers import keys
 from workers.celery_app import TASK_NAME, create_app
+from workers.channel import DONE_TTL_MS
 from workers.patience import patiently
 from workers.redis_client import connect
+from workers.secrets import mask_env
+from workers.signing import require_key, sign
 from workers.spec import JobTask
 
 T = TypeVar("T")
 log = logging.getLogger("executioner.celery")
 CANCEL_TTL_SECONDS = 24 * 3600
+# A signed task is valid this long: as long as a finished job's lease mark lives (workers.channel),
+# so a replayed copy is refused by one or the other.
+SIGNATURE_TTL_SECONDS = DONE_TTL_MS / 1000
 BROKER_ERRORS = (RedisError, OperationalError, OSError)
 
 
@@ -48,6 +54,10 @@ class CeleryExecutor(Executor):
         self._gave_up = False  # once a wait ran out, later calls try once: no second long wait
 
     def check(self) -> None:
+        try:
+            require_key(self.settings.broker_url, self.settings.worker.secret_key)
+        except ValueError as exc:
+            raise UserError(f"--executor celery: {exc}") from None
         try:
             self.redis.ping()
         except RedisError as exc:
@@ -78,11 +88,20 @@ class CeleryExecutor(Executor):
     def submit(self, task: JobTask) -> None:
         payload = task.to_dict()
         payload["scope"] = self.scope
+        key = self.settings.worker.secret_key
+        if key is not None:  # workers refuse unsigned or tampered tasks (workers.signing)
+            payload = sign(payload, key, ttl=SIGNATURE_TTL_SECONDS)
         task_id = keys.task_id(task.run_id, task.attempt_id, task.job_id, task.first_try)
         # Celery's publish retry policy (workers.celery_app) already rides out a broker restart:
         # no second retry loop around it, only its final failure made one clear line.
         self._patiently(
-            lambda: self.app.send_task(TASK_NAME, args=[payload], task_id=task_id, queue=task.queue),
+            lambda: self.app.send_task(
+                TASK_NAME,
+                args=[payload],
+                task_id=task_id,
+                queue=task.queue,
+                argsrepr=shown_args(payload),  # what Flower and events show: secrets masked
+            ),
             f"dispatching job {task.job_id!r}",
             retry=False,
         )
@@ -128,6 +147,13 @@ class CeleryExecutor(Executor):
                 f"{what}: broker {safe_url(self.settings.broker_url or '')} unreachable{waited} "
                 f"({exc}); the attempt is left for `executioner resume {self.run_id}`"
             ) from None
+
+
+def shown_args(payload: dict) -> str:
+    """The task's arguments as Flower and Celery's events show them: no secret, no signature."""
+    shown = {k: v for k, v in payload.items() if k != "sig"}
+    shown["env"] = mask_env(payload.get("env") or {})
+    return repr([shown])
 
 
 def publish_epoch(redis: Redis, scope: str, run_id: int, epoch: int) -> None:
