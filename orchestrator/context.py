@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, Row
 
-from orchestrator.db.engine import ensure_schema, make_engine
+from orchestrator.db.engine import SQLITE_BUSY_TIMEOUT_MS, ensure_schema, make_engine
 from orchestrator.errors import UserError
 from orchestrator.executors.base import Executor
 from orchestrator.locks.base import LockManager
@@ -25,7 +25,9 @@ class Context:
 
     @cached_property
     def engine(self) -> Engine:
-        engine = make_engine(self.settings.database_url)
+        # No write may block the loop past a third of the lock's TTL (it renews every third).
+        busy = int(min(SQLITE_BUSY_TIMEOUT_MS, self.settings.lease_ttl * 1000 / 3))
+        engine = make_engine(self.settings.database_url, busy_timeout_ms=busy)
         ensure_schema(engine)
         return engine
 

@@ -18,7 +18,7 @@ from orchestrator.context import Context
 from orchestrator.db.recorder import AttemptRecorder
 from orchestrator.executors.celery import publish_epoch
 from orchestrator.executors.stream import Entry, acknowledge, consumer_name, ensure_group, read_batch
-from orchestrator.replay import Replay
+from orchestrator.replay import Replay, record
 from workers import keys
 from workers.statuses import JobStatus
 from workers.wire import WireError
@@ -137,13 +137,3 @@ class _Recovery:
         return [
             j for j in _alive_jobs(self.redis, self.scope, self.run_id, self.attempt_id) if j in in_flight
         ]
-
-
-def record(recorder: AttemptRecorder, change) -> None:
-    """Queue one replayed change in the recorder (flushed by the caller)."""
-    if change is None:
-        return
-    for t in change.tries:
-        recorder.try_ended(change.job_id, t)
-    if change.columns:
-        recorder.job_update(change.job_id, **{k: v for k, v in change.columns.items() if v is not None})

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.db.recorder import AttemptRecorder
 from orchestrator.db.rows import result_columns, started_columns
 from orchestrator.executors.base import JobEnded, JobLost, TryEnded, TryStarted
 from workers.spec import TryRecord
@@ -73,3 +74,13 @@ class Replay:
 
     def unfinished(self) -> list[str]:
         return sorted(j for j, s in self.statuses.items() if not s.is_terminal)
+
+
+def record(recorder: AttemptRecorder, change: Change | None) -> None:
+    """Queue one replayed change in the recorder (the caller flushes)."""
+    if change is None:
+        return
+    for t in change.tries:
+        recorder.try_ended(change.job_id, t)
+    if change.columns:
+        recorder.job_update(change.job_id, **{k: v for k, v in change.columns.items() if v is not None})

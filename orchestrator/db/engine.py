@@ -16,7 +16,7 @@ from sqlalchemy.pool import StaticPool
 from orchestrator.db.schema import HEAD_REVISION
 from orchestrator.errors import ServiceUnavailableError, UserError
 
-SQLITE_BUSY_TIMEOUT_MS = 60_000
+SQLITE_BUSY_TIMEOUT_MS = 15_000  # at most; a coordinator passes a third of its lock's TTL
 
 
 def normalize_url(url: str) -> str:
@@ -35,12 +35,19 @@ def safe_url(url: str | URL) -> str:
         return str(url).split("://", 1)[0] + "://..." if "://" in str(url) else "<url>"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> Engine:
+    """An engine for ``url``. On SQLite, a write waits at most ``busy_timeout_ms`` for another
+    writer: a coordinator must get back to renewing its lock, so it passes a fraction of the TTL
+    (a longer wait is an outage it rides out, see ``orchestrator.history_health``)."""
     url = normalize_url(url)
     try:
         parsed = make_url(url)
         if parsed.get_backend_name() != "sqlite":
-            return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+            # A server that does not answer must not hold a coordinator's loop for minutes.
+            connect_args = {"connect_timeout": 10} if parsed.get_backend_name() == "postgresql" else {}
+            return create_engine(
+                url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args=connect_args
+            )
         if parsed.database and parsed.database != ":memory:":
             private_file(Path(parsed.database).expanduser())
             engine = create_engine(url, connect_args={"check_same_thread": False})
@@ -48,7 +55,7 @@ def make_engine(url: str) -> Engine:
             engine = create_engine(url, connect_args={"check_same_thread": False}, poolclass=StaticPool)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise UserError(f"database URL {safe_url(url)} is not usable: {_first_line(exc)}") from None
-    _tune_sqlite(engine)
+    _tune_sqlite(engine, busy_timeout_ms)
     return engine
 
 
@@ -85,13 +92,13 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
-def _tune_sqlite(engine: Engine) -> None:
+def _tune_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # pragma: no cover - exercised by every test
         # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin (see _on_begin).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         with contextlib.suppress(Exception):  # in-memory databases have no WAL
             cur.execute("PRAGMA journal_mode = WAL")
         cur.execute("PRAGMA synchronous = NORMAL")  # safe with WAL: a crash loses no committed txn

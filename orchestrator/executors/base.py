@@ -66,6 +66,17 @@ Event = TryStarted | TryEnded | JobEnded | JobLost | CancelRequested | ExecutorF
 Sink = Callable[[Event], None]
 
 
+def to_event(kind: str, job_id: str, first_try: int, body: dict, ack=None):
+    """The one mapping from a wire event (a stream entry, a pool line, a journal line) to an event."""
+    if kind == "started":
+        return TryStarted(
+            job_id, int(body["try"]), str(body["worker"]), body.get("pid"), float(body["at"]), ack
+        )
+    if kind == "try":
+        return TryEnded(job_id, TryRecord.from_dict(body), ack=ack)
+    return JobEnded(job_id, JobResult.from_dict(body), ack=ack)
+
+
 class Executor(ABC):
     name: str
     # True if jobs submitted but not yet started are simply dropped by cancel() (they wait in a

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ServiceUnavailableError
-from orchestrator.executors.base import Executor, ExecutorFailed, Sink
-from orchestrator.executors.stream import to_event
+from orchestrator.executors.base import Executor, ExecutorFailed, Sink, to_event
 from workers.journal import Journal
 from workers.pool import READY
 from workers.spec import JobTask
@@ -70,8 +69,9 @@ class LocalExecutor(Executor):
         self._reader.start()
 
     def _read(self, sink: Sink) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        for raw in self._proc.stdout:
+        proc = self._proc  # close() may drop its own reference meanwhile
+        assert proc is not None and proc.stdout is not None
+        for raw in proc.stdout:
             line, _, ack = raw.rstrip(b"\n").partition(b"\t")
             try:
                 e = decode_event(line)
@@ -80,7 +80,7 @@ class LocalExecutor(Executor):
                 log.error("run %s: unreadable event from the local pool: %s", self.run_id, exc)
                 continue
             sink(event)
-        code = self._proc.wait()
+        code = proc.wait()
         if not self._closing:
             self._failure = f"the local job pool of run {self.run_id} exited unexpectedly (code {code})"
             log.error("%s", self._failure)

@@ -13,9 +13,8 @@ import threading
 from pathlib import Path
 
 from orchestrator.db.recorder import AttemptRecorder
-from orchestrator.executors.stream import to_event
-from orchestrator.recovery import record
-from orchestrator.replay import Replay
+from orchestrator.executors.base import to_event
+from orchestrator.replay import Replay, record
 from workers.journal import Journal, read_lines
 from workers.statuses import JobStatus
 from workers.wire import WireError, decode_event

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from orchestrator.executors.base import ExecutorFailed, JobEnded, JobLost, Sink, TryEnded, TryStarted
+from orchestrator.executors.base import ExecutorFailed, JobEnded, JobLost, Sink, TryStarted, to_event
 from workers import keys
-from workers.spec import JobResult, TryRecord
 from workers.wire import WireError, decode_event
 
 log = logging.getLogger("executioner.stream")
@@ -63,17 +62,6 @@ class Entry:
                 time.time(),
                 f"unreadable result from its worker: {exc}"[:300],
             )
-
-
-def to_event(kind: str, job_id: str, first_try: int, body: dict, ack=None):
-    """The one mapping from a wire event (stream entry or journal line) to an executor event."""
-    if kind == "started":
-        return TryStarted(
-            job_id, int(body["try"]), str(body["worker"]), body.get("pid"), float(body["at"]), ack
-        )
-    if kind == "try":
-        return TryEnded(job_id, TryRecord.from_dict(body), ack=ack)
-    return JobEnded(job_id, JobResult.from_dict(body), ack=ack)
 
 
 def ensure_group(redis: Redis, stream: str) -> None:

@@ -7,6 +7,7 @@ off), the lock expires and the next taker wins. Every acquisition bumps the run'
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,6 +15,8 @@ from datetime import datetime
 from sqlalchemy import Connection
 
 from orchestrator.owner import LockOwner
+
+log = logging.getLogger("executioner")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +115,18 @@ class RunHandle:
             self.lock.extend()
 
     def release(self) -> None:
+        """Best effort: a lock that cannot be released now (its server is away) expires by itself
+        within its TTL; the command's own outcome is what to report."""
         if self.lock is not None:
-            self.lock.release()
+            try:
+                self.lock.release()
+            except Exception as exc:
+                log.warning(
+                    "run %s: releasing its lock failed (%s); it expires within %.0f s",
+                    self.run_id,
+                    str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
+                    self.ttl,
+                )
 
     def __enter__(self) -> RunHandle:
         return self

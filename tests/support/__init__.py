@@ -180,13 +180,7 @@ class PostgresServer:
         self._run(
             self.initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"
         )
-        options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
-        )
-        self._run(
-            self.pg_ctl, "-D", str(self.data), "-o", options, "-l", str(self.root / "pg.log"), "-w", "start"
-        )
+        self.resume_server()
         self._admin("CREATE DATABASE executioner_template")
         from orchestrator.db.engine import make_engine, upgrade
 
@@ -194,6 +188,20 @@ class PostgresServer:
         upgrade(engine)
         engine.dispose()
         return self
+
+    def resume_server(self) -> None:
+        """Start the server on its data (again, after ``pause_server``)."""
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+        )
+        self._run(
+            self.pg_ctl, "-D", str(self.data), "-o", options, "-l", str(self.root / "pg.log"), "-w", "start"
+        )
+
+    def pause_server(self) -> None:
+        """Stop the server, keeping its data: a database outage."""
+        self._run(self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def url(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
