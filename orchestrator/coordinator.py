@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from orchestrator.db.closing import Totals
 from orchestrator.db.recorder import AttemptRecorder, AttemptStart
 from orchestrator.db.rows import ended_columns, started_columns
-from orchestrator.errors import DatabaseFault, ServiceUnavailableError
+from orchestrator.errors import DatabaseFault, ServiceLostError, ServiceUnavailableError
 from orchestrator.executors.base import (
     CancelRequested,
     Event,
@@ -37,7 +37,13 @@ from orchestrator.locks.base import RunHandle
 from orchestrator.reporting import NullReporter, Reporter
 from workers.retry import decide
 from workers.spec import JobTask, TryRecord
-from workers.statuses import AttemptStatus, EndReason, JobStatus, check_job_transition
+from workers.statuses import (
+    EXIT_1_JOB_STATUSES,
+    AttemptStatus,
+    EndReason,
+    JobStatus,
+    check_job_transition,
+)
 
 log = logging.getLogger("executioner.coordinator")
 
@@ -65,8 +71,7 @@ class AttemptOutcome:
 
     @property
     def failed(self) -> bool:
-        bad = {JobStatus.FAILED, JobStatus.ERROR, JobStatus.TIMEOUT, JobStatus.UPSTREAM_FAILED}
-        return any(j.status in bad for j in self.jobs.values())
+        return any(j.status in EXIT_1_JOB_STATUSES for j in self.jobs.values())
 
     @property
     def exit_code(self) -> int:
@@ -140,6 +145,14 @@ class Coordinator:
             return self._finish()
         except DatabaseFault:
             self._abandon = True  # their results are kept (journal, stream): a resume records them
+            raise
+        except ServiceUnavailableError as exc:
+            try:
+                self.executor.cancel()
+            except Exception as cancel_exc:  # the broker is what failed: the original error is the one
+                log.warning("cancelling the jobs of run %s failed: %s", self.recorder.run_id, cancel_exc)
+            if self.began:  # the attempt exists now: it did not finish, it was not refused
+                raise ServiceLostError(exc.message, exc.details) from None
             raise
         except BaseException:
             # Fenced out by a newer coordinator, or a failure of our own: stop the jobs we started.

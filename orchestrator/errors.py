@@ -85,5 +85,12 @@ class ServiceUnavailableError(UserError):
     """A server the command needs (broker, lock servers, database) cannot be reached."""
 
 
+class ServiceLostError(ServiceUnavailableError):
+    """A server was lost once the attempt existed: exit 1 (SPEC: a run that did not finish), with the
+    resume hint in the message, rather than 2 (which says "refused, nothing written")."""
+
+    exit_code = 1
+
+
 class DatabaseFault(RuntimeError):
     """The history could not be written for longer than the coordinator waits: exit 1, resume later."""

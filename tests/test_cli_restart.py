@@ -412,3 +412,27 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+@pytest.mark.parametrize("ex", ["local"], indirect=True)
+def test_a_paused_coordinator_is_fenced_and_its_finished_job_recorded_once(ex, work):
+    """SIGSTOP (a long pause) past the lease: resume takes over, records what the pool finished."""
+    gate = work.flag("gate")
+    jobs = [work.job("a", command=f"while [ ! -f {gate} ]; do sleep 0.02; done"), work.job("b", ["a"])]
+    env = {"EXECUTIONER_LEASE_TTL": "2"}
+    proc = ex.popen("run", work.workflow(jobs), env=env)
+    assert poll(lambda: "a" in work.ran(), 30)
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        assert poll(lambda: ex("status", 1, "--json").json()["locked_by"] is None, 30)
+        gate.touch()  # a ends while its coordinator sleeps: the pool journals it
+        assert poll(lambda: ex("status", 1, "--json").json()["jobs"]["a"]["status"] == "SUCCESS", 30)
+        r = ex("resume", 1, "--json", env=env)
+        assert r.code == 0 and r.json()["attempt_id"] == 2, r
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "stopped" in err, err  # fenced on waking, wrote nothing more
+    assert work.ran() == ["a", "b"]
+    st = ex("status", 1, "--json").json()
+    assert [a["status"] for a in st["attempts"]] == ["INTERRUPTED", "SUCCESS"] and st["status"] == "SUCCESS"

@@ -107,3 +107,25 @@ def test_postgresql_stopped_mid_run_loses_nothing(cli, work, postgres):
     assert sorted(work.ran()) == ["a", "b", "c", "side"]
     rows = cli("history", 1, "--json").json()["rows"]
     assert {r["job_id"]: r["status"] for r in rows} == dict.fromkeys(["a", "b", "c", "side"], "SUCCESS")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_run_whose_jobs_all_finished_is_settled_as_success_not_interrupted(cli, work, home):
+    gate = work.flag("gate")
+    env = {**FAST, "EXECUTIONER_HISTORY_PATIENCE": "2"}
+    proc = cli.popen(
+        "run", work.workflow([work.job("a", command=f"while [ ! -f {gate} ]; do sleep 0.02; done")]), env=env
+    )
+    assert poll(lambda: "a" in work.ran(), 30)
+    held = threading.Event()
+    holder = _hold_sqlite(home / "executioner.db", 8, held)
+    assert held.wait(10)
+    gate.touch()
+    assert proc.wait(90) == 1
+    holder.join(30)
+    assert cli("status", 1, "--json").json()["status"] == "SUCCESS"  # what settling will record
+    r = cli("resume", 1, "--json", env=FAST)
+    assert r.code == 0 and r.json()["nothing_to_do"] is True, r
+    st = cli("status", 1, "--json").json()
+    assert st["status"] == "SUCCESS" and [a["status"] for a in st["attempts"]] == ["SUCCESS"]
+    assert work.ran() == ["a"]

@@ -29,7 +29,14 @@ RECORD = {
 
 def test_events_and_tasks_carry_the_version_and_round_trip():
     e = decode_event(encode_event("started", 3, "j", 1, 7, {"try": 1}))
-    assert (e.kind, e.attempt_id, e.job_id, e.first_try, e.epoch, e.body) == ("started", 3, "j", 1, 7, {"try": 1})
+    assert (e.kind, e.attempt_id, e.job_id, e.first_try, e.epoch, e.body) == (
+        "started",
+        3,
+        "j",
+        1,
+        7,
+        {"try": 1},
+    )
     payload = JobTask(run_id=1, attempt_id=2, job_id="j", command="true").to_dict()
     assert payload["v"] == WIRE_VERSION
     assert JobTask.from_dict(payload).job_id == "j"

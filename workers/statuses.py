@@ -84,6 +84,19 @@ _TERMINAL_JOB = frozenset(
         JobStatus.CANCELLED,
     }
 )
+# A job that ended in one of these makes ``run``/``resume`` exit 1 (SPEC "Exit codes").
+EXIT_1_JOB_STATUSES = frozenset({*FAILURE_STATUSES, JobStatus.UPSTREAM_FAILED})
+
+
+def severity(status: str) -> str | None:
+    """How a status reads to an operator: "bad" (something failed), "warn" (did not finish), None."""
+    if status in FAILURE_STATUSES or status == AttemptStatus.INTERRUPTED or status == AttemptStatus.FAILED:
+        return "bad"
+    if status in (JobStatus.UPSTREAM_FAILED, JobStatus.CANCELLED, AttemptStatus.PARTIAL):
+        return "warn"
+    return None
+
+
 # A try ends in one of these; a job's final status is its last try's.
 TRY_STATUSES = frozenset({JobStatus.SUCCESS, *FAILURE_STATUSES, JobStatus.CANCELLED})
 

@@ -11,14 +11,7 @@ from rich.markup import escape
 
 from workers.statuses import JobStatus
 
-_DONE = {
-    JobStatus.SUCCESS,
-    JobStatus.FAILED,
-    JobStatus.ERROR,
-    JobStatus.TIMEOUT,
-    JobStatus.UPSTREAM_FAILED,
-    JobStatus.CANCELLED,
-}
+_DONE = {s for s in JobStatus if s.is_terminal and s is not JobStatus.SKIPPED}  # ends a job's line
 
 
 class PlainReporter:

@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from workers.statuses import AttemptStatus, severity
+
 
 def is_tty() -> bool:
     return sys.stdout.isatty()
@@ -42,11 +44,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | No
 
 
 def _row_style(row: Sequence[str]) -> str | None:
-    if any(v in ("FAILED", "ERROR", "TIMEOUT", "INTERRUPTED") for v in row):
-        return "red"
-    if any(v in ("UPSTREAM_FAILED", "CANCELLED", "PARTIAL") for v in row):
-        return "yellow"
-    return None
+    levels = {severity(v) for v in row}
+    return "red" if "bad" in levels else "yellow" if "warn" in levels else None
 
 
 def seconds(value: float | None) -> str:
@@ -71,7 +70,7 @@ def outcome(result, *, as_json: bool) -> None:
     bad = [(j, o) for j, o in result.jobs.items() if o.status.is_failure]
     for job_id, o in bad:
         line(f"  {job_id}: {o.status} exit={o.exit_code} retries={o.retry_count}")
-    if bad or result.status in ("CANCELLED", "INTERRUPTED"):
+    if bad or result.status in (AttemptStatus.CANCELLED, AttemptStatus.INTERRUPTED):
         line(f"resume with: executioner resume {result.run_id}")
 
 
@@ -191,8 +190,13 @@ def history(data: dict, *, as_json: bool) -> None:
     )
 
 
-def logs(tries: list[dict]) -> None:
-    for t in tries:
+def logs(found: dict) -> None:
+    if not found["tries"]:  # a job that has not run yet, or is running: not an error
+        click.echo(
+            f"run {found['run_id']} job {found['job_id']}: no try has ended yet (status {found['status']})",
+            err=True,
+        )
+    for t in found["tries"]:
         exit_note = "" if t["exit_code"] is None else f" exit {t['exit_code']}"
         error = f" ({t['error']})" if t["error"] else ""
         line(
