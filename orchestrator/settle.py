@@ -44,6 +44,7 @@ def load_settled(ctx: Context, handle: RunHandle, *, wait: bool = True) -> RunRe
     if last is None or last.status != AttemptStatus.RUNNING:
         return record
     executor = kind(last.executor)
+    executor.check_recoverable(ctx, run_id, last.attempt_id, last.host)
     recorder = AttemptRecorder(ctx.engine)
     handle.attempt_id = last.attempt_id
     recorder.attach(handle)

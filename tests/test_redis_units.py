@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import queue
-import time
 
 import fakeredis
 import pytest
 from sqlalchemy import insert
+from support import collect
 
 from orchestrator.db.engine import ensure_schema, make_engine, write_tx
 from orchestrator.db.fencing import check_epoch
@@ -121,15 +120,6 @@ def reader(redis, sink, **kw):
     return StreamReader(redis, "", 1, 1, sink, check_interval=kw.get("check_interval", 0.05), lease_ttl=1)
 
 
-def _collect(events: queue.SimpleQueue, n: int, seconds: float = 5) -> list:
-    out = []
-    deadline = time.monotonic() + seconds
-    while len(out) < n and time.monotonic() < deadline:
-        with contextlib.suppress(queue.Empty):
-            out.append(events.get(timeout=0.05))
-    return out
-
-
 def test_the_reader_turns_stream_entries_into_events_and_ignores_other_attempts(redis):
     channel = Channel(redis, ttl=5)
     events: queue.SimpleQueue = queue.SimpleQueue()
@@ -143,7 +133,7 @@ def test_the_reader_turns_stream_entries_into_events_and_ignores_other_attempts(
         channel.ended(t, JobResult(1, 1, "j", [record]), "w1")
         other = JobTask(run_id=1, attempt_id=7, job_id="x", command="true")
         channel.started(other, 1, "w1", 1, 1.0)  # an older attempt's leftover: not for us
-        got = _collect(events, 3)
+        got = collect(events, 3)
     finally:
         r.stop()
     assert [type(e) for e in got] == [TryStarted, TryEnded, JobEnded]
@@ -160,11 +150,11 @@ def test_a_lapsed_lease_is_reported_lost_once_and_marked(redis):
     try:
         t = task()
         channel.claim(t, "w1")
-        assert isinstance(_collect(events, 1)[0], TryStarted)
+        assert isinstance(collect(events, 1)[0], TryStarted)
         redis.delete(keys.lease("", 1, 1, "j", 1))  # the worker died: nobody renews it
-        lost = _collect(events, 1)
+        lost = collect(events, 1)
         assert len(lost) == 1 and isinstance(lost[0], JobLost) and lost[0].try_number == 1
-        assert _collect(events, 1, seconds=0.3) == []  # reported once
+        assert collect(events, 1, seconds=0.3) == []  # reported once
     finally:
         r.stop()
     assert redis.get(keys.lease("", 1, 1, "j", 1)) == keys.LOST.encode()

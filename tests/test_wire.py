@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import queue
-import time
 
 import fakeredis
 import pytest
+from support import collect
 
 from orchestrator.executors.base import ExecutorFailed, JobEnded, JobLost, TryStarted
 from orchestrator.executors.stream import StreamReader, ensure_group, read_batch
@@ -78,15 +77,6 @@ def redis():
     return fakeredis.FakeRedis(server=fakeredis.FakeServer())
 
 
-def _collect(events: queue.SimpleQueue, n: int, seconds: float = 5) -> list:
-    out = []
-    deadline = time.monotonic() + seconds
-    while len(out) < n and time.monotonic() < deadline:
-        with contextlib.suppress(queue.Empty):
-            out.append(events.get(timeout=0.05))
-    return out
-
-
 def test_a_garbage_entry_is_acknowledged_and_dropped_and_the_next_one_read(redis):
     stream = keys.events("", 1)
     ensure_group(redis, stream)
@@ -107,7 +97,7 @@ def test_an_entry_whose_body_cannot_be_read_turns_its_job_to_error_at_once(redis
     try:
         redis.xadd(stream, {"e": encode_event("started", 1, "j", 1, 0, {"try": 1, "worker": "w", "at": 1.0})})
         redis.xadd(stream, {"e": encode_event("ended", 1, "j", 1, 0, {"tries": [{"status": "WEIRD"}]})})
-        got = _collect(events, 2)
+        got = collect(events, 2)
     finally:
         reader.stop()
     assert isinstance(got[0], TryStarted)
@@ -130,7 +120,7 @@ def test_a_reader_that_dies_says_so_and_wakes_the_coordinator(redis):
     try:
         result = JobResult(1, 1, "j", [TryRecord.from_dict(RECORD)])
         redis.xadd(stream, {"e": encode_event("ended", 1, "j", 1, 0, result.to_dict())})
-        got = _collect(events, 1)
+        got = collect(events, 1)
     finally:
         reader.stop()
     assert isinstance(got[0], ExecutorFailed) and "a bug in the sink" in got[0].reason

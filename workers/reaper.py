@@ -49,9 +49,9 @@ class Reaper:
             for pid in _children():
                 if pid in self._leaders:
                     continue
-                if _is_zombie(pid):
+                if is_zombie(pid):
                     _reap(pid)  # an orphan that already ended: collect it, nobody else will
-                elif marks <= _environment(pid):
+                elif marks <= environment(pid):
                     found.append(pid)
         return found
 
@@ -101,14 +101,15 @@ def _children() -> list[int]:
     return pids
 
 
-def _environment(pid: int) -> set[bytes]:
+def environment(pid: int) -> set[bytes]:
+    """The ``NAME=value`` entries of a process's environment (empty if it is gone or not ours)."""
     try:
         return set(Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
     except OSError:
         return set()
 
 
-def _is_zombie(pid: int) -> bool:
+def is_zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
@@ -116,7 +117,7 @@ def _is_zombie(pid: int) -> bool:
 
 
 def _alive(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists() and not _is_zombie(pid)
+    return Path(f"/proc/{pid}").exists() and not is_zombie(pid)
 
 
 def _signal_all(pids: list[int], sig: int) -> None:

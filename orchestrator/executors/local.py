@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ServiceUnavailableError
@@ -137,7 +136,3 @@ def _read_line(stream, seconds: float) -> bytes:
 
     ready, _, _ = select.select([stream], [], [], seconds)
     return stream.readline() if ready else b""
-
-
-def journal_root(home: Path, scope: str) -> Path:
-    return home / "journal" / scope

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from orchestrator.db.closing import InFlight
+from workers.reaper import environment
 
 GRACE_SECONDS = 3.0
 
@@ -32,7 +33,7 @@ def reap_orphans(run_id: int, attempt_id: int, jobs: Iterable[InFlight]) -> list
             f"EXECUTIONER_ATTEMPT_ID={attempt_id}".encode(),
             f"EXECUTIONER_JOB_ID={job.job_id}".encode(),
         }
-        members = [pid for pid in _group_members(job.pid) if marks <= _environment(pid)]
+        members = [pid for pid in _group_members(job.pid) if marks <= environment(pid)]
         if members:
             _kill_group(job.pid)
             reaped.append(job.job_id)
@@ -51,13 +52,6 @@ def _group_members(pgid: int) -> list[int]:
             if int(fields[2]) == pgid and fields[0] != "Z":
                 members.append(int(entry.name))
     return members
-
-
-def _environment(pid: int) -> set[bytes]:
-    try:
-        return set(Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
-    except OSError:
-        return set()
 
 
 def _kill_group(pgid: int) -> None:

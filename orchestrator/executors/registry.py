@@ -31,6 +31,9 @@ class ExecutorKind(ABC):
     def default_parallelism(self) -> int | None:
         return None
 
+    def check_recoverable(self, ctx: Context, run_id: int, attempt_id: int, host: str) -> None:  # noqa: B027
+        """Raise ``UserError`` if this machine cannot see what the attempt's jobs delivered."""
+
     @abstractmethod
     def still_running(self, ctx: Context, run_id: int, attempt_id: int) -> list[str] | None:
         """Read-only: jobs of an attempt whose coordinator is gone that still run somewhere.
@@ -70,6 +73,20 @@ class LocalKind(ExecutorKind):
 
     def default_parallelism(self) -> int | None:
         return os.cpu_count() or 2
+
+    def check_recoverable(self, ctx: Context, run_id: int, attempt_id: int, host: str) -> None:
+        import socket
+
+        from orchestrator.errors import UserError
+
+        here = socket.gethostname()
+        if host != here and ctx.journal.pool_alive(run_id, attempt_id) is None:
+            # Its pool's journal (results it finished, jobs it may still run) is on that host only:
+            # settling here would re-run what finished there.
+            raise UserError(
+                f"run {run_id} attempt {attempt_id} ran on {host} with the local executor and its "
+                f"coordinator stopped: run this command on {host}, where its results are kept"
+            )
 
     def still_running(self, ctx: Context, run_id: int, attempt_id: int) -> list[str] | None:
         from orchestrator.executors.local_recovery import still_running

@@ -24,6 +24,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def collect(events, n: int, seconds: float = 5) -> list:
+    """Up to ``n`` items from a queue, waiting at most ``seconds`` in all."""
+    import contextlib
+    import queue
+
+    out = []
+    deadline = time.monotonic() + seconds
+    while len(out) < n and time.monotonic() < deadline:
+        with contextlib.suppress(queue.Empty):
+            out.append(events.get(timeout=0.05))
+    return out
+
+
 def poll(predicate, seconds: float) -> bool:
     """True as soon as ``predicate()`` is; False once ``seconds`` passed without it."""
     deadline = time.monotonic() + seconds
