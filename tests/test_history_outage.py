@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from datetime import datetime
 
 import pytest
@@ -32,35 +33,40 @@ def _hold_sqlite(path, seconds: float, held: threading.Event) -> threading.Threa
     return thread
 
 
-def _chain(work, gate):
+def _chain(work, gate, side_gate=None):
+    side = f"while [ ! -f {side_gate} ]; do sleep 0.02; done" if side_gate else None
     return [
         work.job("a", command=f"while [ ! -f {gate} ]; do sleep 0.02; done"),
         work.job("b", ["a"]),
         work.job("c", ["b"]),
-        work.job("side"),
+        work.job("side", command=side),
     ]
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_a_locked_sqlite_is_waited_out_and_nothing_starts_meanwhile(cli, work, home):
-    gate = work.flag("gate")
-    proc = cli.popen("run", work.workflow(_chain(work, gate)), "--json", env=FAST)
+@pytest.mark.parametrize("ex", ["local", "celery"], indirect=True)
+def test_a_locked_sqlite_is_waited_out_and_nothing_starts_meanwhile(ex, work, home):
+    cli = ex
+    gate, side_gate = work.flag("gate"), work.flag("side")
+    proc = cli.popen("run", work.workflow(_chain(work, gate, side_gate)), "--json", env=FAST)
     assert poll(lambda: "a" in work.ran() and "side" in work.ran(), 30)
     held = threading.Event()
     holder = _hold_sqlite(home / "executioner.db", 6, held)
     assert held.wait(10)
-    gate.touch()  # a ends while nothing can be recorded: b must wait for the history to be back
-    locked_at = datetime.now().astimezone()
+    side_gate.touch()  # side ends: its result cannot be written, the coordinator notices
+    notice = proc.stderr.readline()  # blocks until it says so (pytest-timeout guards it)
+    assert "cannot be written" in notice and "no new job starts" in notice, notice
+    gate.touch()  # a ends during the outage: b must wait for the history to be back
     holder.join(30)
-    released_at = datetime.now().astimezone()
+    released_at = time.time()
     _out, err = proc.communicate(timeout=90)
     assert proc.returncode == 0, err
-    assert "cannot be written" in err and "is back after" in err, err
+    assert "is back after" in err, err
     assert sorted(work.ran()) == ["a", "b", "c", "side"]  # each once
     rows = {r["job_id"]: r for r in cli("history", 1, "--json").json()["rows"]}
     assert {j: r["status"] for j, r in rows.items()} == dict.fromkeys(["a", "b", "c", "side"], "SUCCESS")
-    b_started = datetime.fromisoformat(rows["b"]["start_time"])
-    assert b_started >= locked_at and b_started.timestamp() >= released_at.timestamp() - 1.5
+    b_started = datetime.fromisoformat(rows["b"]["start_time"]).timestamp()
+    assert b_started >= released_at - 1.0, (b_started, released_at)  # retries come every <= 5 s
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -87,7 +93,10 @@ def test_giving_up_stops_cleanly_and_resume_records_what_finished(cli, work, hom
     assert work.ran() == ["a", "b"]  # a was not run again: its result came from the journal
     rows = {(r["attempt_id"], r["job_id"]): r for r in cli("history", 1, "--json").json()["rows"]}
     assert rows[(1, "a")]["status"] == "SUCCESS" and rows[(1, "a")]["exit_code"] == 0
-    assert rows[(2, "b")]["status"] == "SUCCESS"
+    # b ran once: in attempt 2, or already in attempt 1 if it was dispatched before the outage was
+    # noticed (then recorded from the journal too, and the attempt settled SUCCESS).
+    assert [k for k, r in rows.items() if k[1] == "b" and r["status"] == "SUCCESS"] in ([(1, "b")], [(2, "b")])
+    assert cli("status", 1, "--json").json()["status"] == "SUCCESS"
 
 
 @pytest.mark.postgres
