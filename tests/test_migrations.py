@@ -65,3 +65,16 @@ def test_postgres_is_not_migrated_behind_the_users_back(cli, postgres):
     url = postgres.new_database(migrated=False)
     r = cli("runs", env={"EXECUTIONER_DATABASE_URL": url})
     assert r.code == 2 and "executioner db upgrade" in r.err
+
+
+def test_a_database_from_a_later_release_is_refused_in_one_line(tmp_path):
+    from sqlalchemy import text
+
+    from orchestrator.errors import UserError
+
+    engine = make_engine(f"sqlite:///{tmp_path}/x.db")
+    ensure_schema(engine)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(UserError, match="newer than this version"):
+        ensure_schema(engine)

@@ -171,11 +171,21 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | N
     return before, current_revision(engine)
 
 
+def _newer_than_head(revision: str) -> bool:
+    # Revisions are numbered "0001", "0002", ...: a larger one comes from a later release.
+    return revision.isdigit() and HEAD_REVISION.isdigit() and int(revision) > int(HEAD_REVISION)
+
+
 def ensure_schema(engine: Engine) -> None:
     """Make sure the schema is current: migrate SQLite on first use, ask for ``db upgrade`` otherwise."""
     revision = current_revision(engine)
     if revision == HEAD_REVISION:
         return
+    if revision is not None and _newer_than_head(revision):
+        raise UserError(
+            f"database {safe_url(engine.url)} is at schema revision {revision}, newer than this "
+            f"version of Executioner knows ({HEAD_REVISION}): upgrade Executioner to use it"
+        )
     if engine.dialect.name != "sqlite":
         raise UserError(
             f"database {safe_url(engine.url)} is at schema revision "
