@@ -203,10 +203,13 @@ def test_a_daemon_that_left_the_group_is_found_by_its_environment(tmp_path):
     daemon = f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 120' </dev/null >/dev/null 2>&1 &"
     reaper = Reaper()
     assert reaper.enabled  # prctl(PR_SET_CHILD_SUBREAPER) on Linux
-    r = run_job(task(f"{daemon} sleep 0.2"), RunnerHooks(reaper=reaper))
+    r = run_job(task(f"{daemon} sleep 0.3"), RunnerHooks(reaper=reaper))
     assert r.status is JobStatus.SUCCESS
     assert pidfile.exists() and not _alive(int(pidfile.read_text()))
-    other = run_job(task(f"setsid sh -c 'exec sleep 120' </dev/null >/dev/null 2>&1 & echo $! > {pidfile}"))
+    # (The job lingers a moment so the daemon has left the group before the group is signalled.)
+    other = run_job(
+        task(f"setsid sh -c 'exec sleep 120' </dev/null >/dev/null 2>&1 & echo $! > {pidfile}; sleep 0.3")
+    )
     stranger = int(pidfile.read_text())  # no reaper: not ours to look for (another job's marks)
     assert other.status is JobStatus.SUCCESS and _alive(stranger)  # what the reaper is for
     os.kill(stranger, 9)
