@@ -198,6 +198,7 @@ class Coordinator:
         while self.delayed and self.delayed[0][0] <= now and not self.cancelled_by and not self.history.down:
             _, job_id, task = heapq.heappop(self.delayed)
             self._submit(job_id, task)
+            self.executor.flush()
         due = self.history.seconds_until_retry() if self.history.down else self.recorder.seconds_until_due()
         if due is not None and due <= 0:
             self._flush()
@@ -234,6 +235,8 @@ class Coordinator:
                 self._begin()
             task = self.jobs[job_id].task(self.recorder.run_id, self.recorder.attempt_id, self.handle.epoch)
             self._submit(job_id, task)
+        if self.began:
+            self.executor.flush()  # one write for the whole batch just submitted
 
     def _begin(self) -> None:
         locks = self.handle.locks

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
-from workers.journal import Journal
+from workers.journal import SUFFIX, Journal
 from workers.reaper import Reaper
 from workers.runner import CancelToken, RunnerHooks, run_job
 from workers.spec import JobResult, JobTask, TryRecord
@@ -74,6 +74,9 @@ class Pool:
         self, journal: Journal, run_id: int, attempt_id: int, epoch: int, max_workers: int, out: BinaryIO
     ) -> None:
         self.journal, self.run_id, self.attempt_id, self.epoch = journal, run_id, attempt_id, epoch
+        # Plain strings, computed once: building paths per job was a measurable share of its cost.
+        self._folder = str(journal.attempt_dir(run_id, attempt_id))
+        self._epoch_file = str(journal.epoch_file(run_id))
         self.out = out
         self._out_lock = threading.Lock()
         self.coordinator_gone = False
@@ -127,12 +130,16 @@ class Pool:
                 self.accepting = False
 
     def _fenced(self) -> bool:
-        return self.journal.read_epoch(self.run_id) > self.epoch
+        try:
+            with open(self._epoch_file, "rb") as f:
+                return int(f.read() or 0) > self.epoch
+        except (OSError, ValueError):
+            return False
 
     # -- one job ------------------------------------------------------------------------------------
 
     def _run(self, task: JobTask) -> None:
-        path = self.journal.dispatch_file(task.run_id, task.attempt_id, task.job_id, task.first_try)
+        path = f"{self._folder}/{task.job_id}.{task.first_try}{SUFFIX}"  # Journal.dispatch_file
         fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC, 0o600)
         # The file first, the fence second: a recovery publishes the new epoch, then lists files. A
         # job whose check came before the publish is listed (and waited for); one after is dropped.
@@ -149,7 +156,7 @@ class Pool:
                 error = f"runner failed: {exc!r}"
                 record = TryRecord(task.first_try, JobStatus.ERROR, None, now, now, self.worker, error=error)
                 result = JobResult(task.run_id, task.attempt_id, task.job_id, [record], task.epoch)
-            self._emit(task, "ended", result.to_dict(), ack=str(path))
+            self._emit(task, "ended", result.to_dict(), ack=path)
         finally:
             del self._files[(task.job_id, task.first_try)]
             os.close(fd)

@@ -92,13 +92,14 @@ def _become_subreaper() -> bool:
 
 
 def _children() -> list[int]:
-    # Orphans are re-parented to a live thread of the subreaper: look at every thread's list.
-    pids: list[int] = []
-    with contextlib.suppress(OSError):
-        for task in Path("/proc/self/task").iterdir():
-            with contextlib.suppress(OSError):
-                pids.extend(int(p) for p in (task / "children").read_text().split())
-    return pids
+    # The kernel re-parents an orphan to the subreaper's first live thread: the main one. (Job
+    # leaders forked by other threads are listed under those threads: not read here at all.)
+    pid = os.getpid()
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", "rb") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
 
 
 def environment(pid: int) -> set[bytes]:

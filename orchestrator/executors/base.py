@@ -99,6 +99,9 @@ class Executor(ABC):
     def cancel(self) -> None:
         """Stop every job in flight; each still ends with a ``JobEnded`` (CANCELLED)."""
 
+    def flush(self) -> None:  # noqa: B027 - optional hook
+        """Send what ``submit`` may have buffered (called after each batch of submits)."""
+
     def acknowledge(self, acks: list[Any]) -> None:  # noqa: B027 - optional hook
         """Called once the events carrying ``acks`` are safely in the history."""
 

@@ -27,6 +27,7 @@ from workers.wire import WIRE_VERSION, WireError, decode_event
 log = logging.getLogger("executioner.local")
 START_SECONDS = 30.0  # for the pool process to start and take its journal lock
 CLOSE_SECONDS = 30.0  # for it to exit once told to (its jobs have all ended by then)
+BACKLOG = 32  # jobs queued in the pool beyond those running
 
 
 class LocalExecutor(Executor):
@@ -43,9 +44,9 @@ class LocalExecutor(Executor):
         self.run_id = self.attempt_id = None
 
     def dispatch_limit(self, parallel: int | None) -> int | None:
-        # A small backlog in the pool's queue: a thread that finishes a job starts the next at once
-        # instead of idling while the coordinator hears of it. Still at most ``parallel`` running.
-        return None if parallel is None else 2 * parallel
+        # A backlog in the pool's queue: a thread that finishes a job starts the next at once instead
+        # of idling for the round trip through this process. Still at most ``parallel`` running.
+        return None if parallel is None else parallel + max(parallel, BACKLOG)
 
     def open(self, run_id: int, attempt_id: int, epoch: int, sink: Sink) -> None:
         self.run_id, self.attempt_id = run_id, attempt_id
@@ -85,18 +86,28 @@ class LocalExecutor(Executor):
             log.error("%s", self._failure)
             sink(ExecutorFailed(self._failure))
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _send(self, message: dict[str, Any], flush: bool = True) -> None:
         assert self._proc is not None and self._proc.stdin is not None
         data = json.dumps({"v": WIRE_VERSION, **message}).encode() + b"\n"
         with self._write_lock:
             try:
                 self._proc.stdin.write(data)
-                self._proc.stdin.flush()
+                if flush:
+                    self._proc.stdin.flush()
             except (BrokenPipeError, ValueError, OSError) as exc:
                 self._failure = self._failure or f"the local job pool of run {self.run_id} is gone ({exc})"
 
     def submit(self, task: JobTask) -> None:
-        self._send({"op": "run", "task": task.to_dict()})
+        self._send({"op": "run", "task": task.to_dict()}, flush=False)  # sent by flush()
+
+    def flush(self) -> None:
+        if self._proc is None or self._proc.stdin is None:
+            return
+        with self._write_lock:
+            try:
+                self._proc.stdin.flush()
+            except (BrokenPipeError, ValueError, OSError) as exc:
+                self._failure = self._failure or f"the local job pool of run {self.run_id} is gone ({exc})"
 
     def cancel(self) -> None:
         if self._proc is not None:
