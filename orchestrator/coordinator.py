@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from orchestrator.db.closing import Totals
 from orchestrator.db.recorder import AttemptRecorder, AttemptStart
 from orchestrator.db.rows import ended_columns, started_columns
-from orchestrator.errors import DatabaseFault, ServiceLostError, ServiceUnavailableError
+from orchestrator.errors import DatabaseFault, FencedError, ServiceLostError, ServiceUnavailableError
 from orchestrator.executors.base import (
     CancelRequested,
     Event,
@@ -143,8 +143,10 @@ class Coordinator:
                     event = self._poll()
                 self._maintain()
             return self._finish()
-        except DatabaseFault:
-            self._abandon = True  # their results are kept (journal, stream): a resume records them
+        except (DatabaseFault, FencedError):
+            # Its jobs go on: their results are kept (journal, stream) and whoever holds the run now
+            # (a resume) waits for them and records them. Killing them would only waste their work.
+            self._abandon = True
             raise
         except ServiceUnavailableError as exc:
             try:
@@ -155,7 +157,7 @@ class Coordinator:
                 raise ServiceLostError(exc.message, exc.details) from None
             raise
         except BaseException:
-            # Fenced out by a newer coordinator, or a failure of our own: stop the jobs we started.
+            # A failure of our own (a bug, an interrupt): stop the jobs we started.
             try:
                 self.executor.cancel()
             except Exception as exc:  # the original failure is the one to report
