@@ -57,13 +57,7 @@ class Context:
         """
         kind = run.lock_kind or self.locks.kind  # runs recorded before the kind was: as before
         if kind == "sql":
-            if self.locks.kind == "sql":
-                return self.locks
-            if "sql_locks" not in self.__dict__:
-                from orchestrator.locks.sql_lease import SqlLeaseManager
-
-                self.__dict__["sql_locks"] = SqlLeaseManager(self.engine, ttl=self.settings.lease_ttl)
-            return self.__dict__["sql_locks"]
+            return self.locks if self.locks.kind == "sql" else self.sql_locks
         recorded = sorted(run.lock_servers or [])
         if self.locks.kind != "redlock":
             raise UserError(
@@ -76,6 +70,13 @@ class Context:
                 f"is configured for {', '.join(self.locks.servers)}: set EXECUTIONER_LOCK_URLS to the run's"
             )
         return self.locks
+
+    @cached_property
+    def sql_locks(self) -> LockManager:
+        """The SQL lease, for runs it guards when this command's settings would choose Redlock."""
+        from orchestrator.locks.sql_lease import SqlLeaseManager
+
+        return SqlLeaseManager(self.engine, ttl=self.settings.lease_ttl)
 
     @cached_property
     def scope(self) -> str:

@@ -15,6 +15,7 @@ from workers.channel import Channel, Claim, Heartbeats
 from workers.reaper import Reaper
 from workers.redis_client import connect
 from workers.runner import CancelToken, RunnerHooks, run_job
+from workers.secrets import secret_patterns
 from workers.settings import WorkerSettings
 from workers.signing import verify
 from workers.spec import JobResult, JobTask, TryRecord
@@ -41,6 +42,7 @@ class WorkerRuntime:
         self._reaper: Reaper | None = None
         self._reaper_pid: int | None = None
         self.base_env = dict(os.environb)
+        self.secret_patterns = secret_patterns()  # read once per worker, not per task
 
     @property
     def channel(self) -> Channel:
@@ -88,6 +90,7 @@ class WorkerRuntime:
             reaper=self.reaper,
             worker_name=worker,
             base_env=self.base_env,
+            secret_patterns=self.secret_patterns,
         )
 
         def stop(why: str) -> None:

@@ -38,8 +38,7 @@ class Journal:
         return self.run_dir(run_id) / f"a{attempt_id}"
 
     def dispatch_file(self, run_id: int, attempt_id: int, job_id: str, first_try: int) -> Path:
-        # Job ids are [A-Za-z0-9_.-]{1,200}: safe as a file name once a suffix follows.
-        return self.attempt_dir(run_id, attempt_id) / f"{job_id}.{first_try}{SUFFIX}"
+        return Path(dispatch_path(str(self.attempt_dir(run_id, attempt_id)), job_id, first_try))
 
     def lock_file(self, run_id: int, attempt_id: int) -> Path:
         return self.attempt_dir(run_id, attempt_id) / "pool.lock"
@@ -97,6 +96,12 @@ class Journal:
             folder.rmdir()
         with contextlib.suppress(OSError):
             self.run_dir(run_id).rmdir()
+
+
+def dispatch_path(folder: str, job_id: str, first_try: int) -> str:
+    """The file of one dispatch in an attempt's folder (a plain string: built once per job on a hot
+    path). Job ids are [A-Za-z0-9_.-]{1,200}: safe as a file name once a suffix follows."""
+    return f"{folder}/{job_id}.{first_try}{SUFFIX}"
 
 
 def _private_dirs(path: Path) -> None:

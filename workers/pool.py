@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
-from workers.journal import SUFFIX, Journal
+from workers.journal import Journal, dispatch_path
 from workers.reaper import Reaper
 from workers.runner import CancelToken, RunnerHooks, run_job
 from workers.spec import JobResult, JobTask, TryRecord
@@ -139,7 +139,7 @@ class Pool:
     # -- one job ------------------------------------------------------------------------------------
 
     def _run(self, task: JobTask) -> None:
-        path = f"{self._folder}/{task.job_id}.{task.first_try}{SUFFIX}"  # Journal.dispatch_file
+        path = dispatch_path(self._folder, task.job_id, task.first_try)
         fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC, 0o600)
         # The file first, the fence second: a recovery publishes the new epoch, then lists files. A
         # job whose check came before the publish is listed (and waited for); one after is dropped.
@@ -156,7 +156,7 @@ class Pool:
                 error = f"runner failed: {exc!r}"
                 record = TryRecord(task.first_try, JobStatus.ERROR, None, now, now, self.worker, error=error)
                 result = JobResult(task.run_id, task.attempt_id, task.job_id, [record], task.epoch)
-            self._emit(task, "ended", result.to_dict(), ack=path)
+            self._emit(task, "ended", result.to_dict())
         finally:
             del self._files[(task.job_id, task.first_try)]
             os.close(fd)
@@ -168,13 +168,11 @@ class Pool:
         if not final:  # the last try comes with "ended": one event less per job
             self._emit(task, "try", record.to_dict())
 
-    def _emit(self, task: JobTask, kind: str, body: dict, ack: str | None = None) -> None:
+    def _emit(self, task: JobTask, kind: str, body: dict) -> None:
         line = encode_event(kind, task.attempt_id, task.job_id, task.first_try, task.epoch, body)
         data = line.encode() + b"\n"
         fd = self._files[(task.job_id, task.first_try)]
         os.write(fd, data)  # on disk (page cache) before anyone is told: survives any process death
-        if ack is not None:
-            data = line.encode() + b"\t" + ack.encode() + b"\n"
         with self._out_lock:
             if self.coordinator_gone:
                 return

@@ -13,6 +13,7 @@ from orchestrator.cli import render
 from orchestrator.cli.legacy import LEGACY_OPTIONS, legacy_dispatch
 from orchestrator.cli.services import flower, worker
 from orchestrator.errors import DatabaseFault, FencedError, LockedError, UserError
+from orchestrator.executors.registry import NAMES as EXECUTOR_NAMES
 from orchestrator.limits import MAX_ID, MAX_LIST, MAX_PARALLEL
 
 RUN_ID = click.IntRange(1, MAX_ID)  # past it, the database would overflow, not answer "unknown"
@@ -150,9 +151,7 @@ def _trigger_reason() -> str:
 @cli.command()
 @click.argument("workflow", type=click.Path(dir_okay=False))
 @click.option("--from-job", "from_jobs", multiple=True, help="Run this job and its descendants (repeatable).")
-@click.option(
-    "--executor", type=click.Choice(["local", "celery"]), help="Default: celery if a broker is set."
-)
+@click.option("--executor", type=click.Choice(EXECUTOR_NAMES), help="Default: celery if a broker is set.")
 @click.option("--max-parallel", type=PARALLEL, help="Jobs in flight at once (local: CPU count).")
 @click.option("--dry-run", is_flag=True, help="Show the plan and the verdict; write nothing.")
 @click.option("--triggered-by", default="cli", hidden=True)  # set by the scheduler
@@ -190,7 +189,7 @@ def run(ctx, workflow, from_jobs, executor, max_parallel, dry_run, triggered_by,
 @click.option("--force", is_flag=True, help="Allow every workflow change.")
 @click.option("--rerun-changed", is_flag=True, help="Re-run jobs whose definition changed, and descendants.")
 @click.option("--from-job", "from_jobs", multiple=True, help="Roll this job and its descendants back first.")
-@click.option("--executor", type=click.Choice(["local", "celery"]))
+@click.option("--executor", type=click.Choice(EXECUTOR_NAMES))
 @click.option("--max-parallel", type=PARALLEL)
 @click.option("--dry-run", is_flag=True, help="Show the plan, the changes and the verdict; write nothing.")
 @_json_option

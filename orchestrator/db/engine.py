@@ -15,6 +15,7 @@ from sqlalchemy.pool import StaticPool
 
 from orchestrator.db.schema import HEAD_REVISION
 from orchestrator.errors import ServiceUnavailableError, UserError
+from workers.secrets import redact_urls
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000  # at most; a coordinator passes a third of its lock's TTL
 
@@ -28,11 +29,9 @@ def normalize_url(url: str) -> str:
 
 
 def safe_url(url: str | URL) -> str:
-    """A database or broker URL fit to print or store: the password never appears."""
-    try:
-        return make_url(str(url)).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy can parse: show only its scheme
-        return str(url).split("://", 1)[0] + "://..." if "://" in str(url) else "<url>"
+    """A database or broker URL fit to print or store: the password never appears (one rule for
+    every URL, ``workers.secrets.redact_urls``; a SQLAlchemy URL masks its own already)."""
+    return redact_urls(str(url))
 
 
 def make_engine(url: str, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> Engine:

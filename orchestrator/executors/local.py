@@ -19,7 +19,7 @@ from typing import Any
 
 from orchestrator.errors import ServiceUnavailableError
 from orchestrator.executors.base import Executor, ExecutorFailed, Sink, to_event
-from workers.journal import Journal
+from workers.journal import Journal, dispatch_path
 from workers.pool import READY
 from workers.spec import JobTask
 from workers.wire import WIRE_VERSION, WireError, decode_event
@@ -50,7 +50,7 @@ class LocalExecutor(Executor):
 
     def open(self, run_id: int, attempt_id: int, epoch: int, sink: Sink) -> None:
         self.run_id, self.attempt_id = run_id, attempt_id
-        self.journal.prepare(run_id, attempt_id)
+        self._folder = str(self.journal.prepare(run_id, attempt_id))
         self.journal.publish_epoch(run_id, epoch)
         args = [str(self.journal.root), str(run_id), str(attempt_id), str(epoch), str(self.max_workers)]
         self._proc = subprocess.Popen(
@@ -72,10 +72,11 @@ class LocalExecutor(Executor):
         proc = self._proc  # close() may drop its own reference meanwhile
         assert proc is not None and proc.stdout is not None
         for raw in proc.stdout:
-            line, _, ack = raw.rstrip(b"\n").partition(b"\t")
             try:
-                e = decode_event(line)
-                event = to_event(e.kind, e.job_id, e.first_try, e.body, ack.decode() or None)
+                e = decode_event(raw)
+                # A job's end acknowledges its journal file: derived here, never a path from the pipe.
+                ack = dispatch_path(self._folder, e.job_id, e.first_try) if e.kind == "ended" else None
+                event = to_event(e.kind, e.job_id, e.first_try, e.body, ack)
             except (WireError, KeyError, TypeError, ValueError) as exc:
                 log.error("run %s: unreadable event from the local pool: %s", self.run_id, exc)
                 continue
@@ -86,9 +87,11 @@ class LocalExecutor(Executor):
             log.error("%s", self._failure)
             sink(ExecutorFailed(self._failure))
 
-    def _send(self, message: dict[str, Any], flush: bool = True) -> None:
-        assert self._proc is not None and self._proc.stdin is not None
-        data = json.dumps({"v": WIRE_VERSION, **message}).encode() + b"\n"
+    def _send(self, message: dict[str, Any] | None, flush: bool = True) -> None:
+        """Write one message (None: nothing) to the pool, and flush if asked."""
+        if self._proc is None or self._proc.stdin is None:
+            return
+        data = b"" if message is None else json.dumps({"v": WIRE_VERSION, **message}).encode() + b"\n"
         with self._write_lock:
             try:
                 self._proc.stdin.write(data)
@@ -101,17 +104,10 @@ class LocalExecutor(Executor):
         self._send({"op": "run", "task": task.to_dict()}, flush=False)  # sent by flush()
 
     def flush(self) -> None:
-        if self._proc is None or self._proc.stdin is None:
-            return
-        with self._write_lock:
-            try:
-                self._proc.stdin.flush()
-            except (BrokenPipeError, ValueError, OSError) as exc:
-                self._failure = self._failure or f"the local job pool of run {self.run_id} is gone ({exc})"
+        self._send(None)
 
     def cancel(self) -> None:
-        if self._proc is not None:
-            self._send({"op": "cancel"})
+        self._send({"op": "cancel"})
 
     def acknowledge(self, acks: list[Any]) -> None:
         for path in acks:  # in the history now: the journal need not keep it

@@ -9,13 +9,12 @@ idempotent tries), and with ``wait`` follows jobs still running until the pool h
 from __future__ import annotations
 
 import logging
-import threading
-from pathlib import Path
+import time
 
 from orchestrator.db.recorder import AttemptRecorder
-from orchestrator.executors.base import to_event
+from orchestrator.executors.base import JobEnded, to_event
 from orchestrator.replay import Replay, record
-from workers.journal import Journal, read_lines
+from workers.journal import SUFFIX, Journal, read_lines
 from workers.statuses import JobStatus
 from workers.wire import WireError, decode_event
 
@@ -28,14 +27,12 @@ def still_running(journal: Journal, run_id: int, attempt_id: int) -> list[str] |
     alive = journal.pool_alive(run_id, attempt_id)
     if alive is None:
         return None
-    if not alive:
-        return []
-    return sorted({job for job, ended in _dispatches(journal, run_id, attempt_id) if not ended})
+    return _running(_read(journal, run_id, attempt_id)) if alive else []
 
 
 def peek(journal: Journal, run_id: int, attempt_id: int) -> list:
     """Read-only: every journaled event of the attempt, in order per dispatch."""
-    return [event for path in journal.dispatch_files(run_id, attempt_id) for event in _events(path)]
+    return [event for _, events in _read(journal, run_id, attempt_id) for event in events]
 
 
 def recover(
@@ -44,26 +41,28 @@ def recover(
     run_id, attempt_id = recorder.run_id, recorder.attempt_id
     journal.publish_epoch(run_id, recorder.handle.epoch)  # its pool starts nothing more
     replay = Replay(statuses)
+    applied: dict[str, int] = {}  # job.try -> events of its file already recorded
     notified = False
-    stop = threading.Event()
     while True:
         alive = journal.pool_alive(run_id, attempt_id)  # before reading: its last lines are then in
-        for path in journal.dispatch_files(run_id, attempt_id):
-            for event in _events(path):
+        dispatches = _read(journal, run_id, attempt_id)  # one read: what is recorded is what is judged
+        for key, events in dispatches:
+            for event in events[applied.get(key, 0) :]:
                 record(recorder, replay.apply(event))
+            applied[key] = len(events)
         recorder.flush()
-        running = sorted({job for job, ended in _dispatches(journal, run_id, attempt_id) if not ended})
+        running = _running(dispatches)
         # A live pool is fenced now (it starts nothing more): done once nothing of it runs, even
         # if it lingers because a paused coordinator still holds its pipe open.
         if not alive or not running:
             return True
         if not wait:
             return False
-        if notify is not None and not notified and running:
+        if notify is not None and not notified:
             notify(running)
             notified = True
         recorder.handle.extend()
-        stop.wait(POLL_SECONDS)  # the pool exits once its last job ends: poll its lock until then
+        time.sleep(POLL_SECONDS)  # nothing to wait on: the pool's jobs end in another process
 
 
 def forget(journal: Journal, run_id: int, attempt_id: int) -> None:
@@ -72,27 +71,27 @@ def forget(journal: Journal, run_id: int, attempt_id: int) -> None:
         journal.remove_attempt(run_id, attempt_id)
 
 
-def _events(path: Path) -> list:
-    events = []
-    for line in read_lines(path):
-        try:
-            e = decode_event(line)
-            events.append(to_event(e.kind, e.job_id, e.first_try, e.body))
-        except (WireError, KeyError, TypeError, ValueError) as exc:
-            log.error("%s: skipping an unreadable journal line: %s", path, exc)
-    return events
-
-
-def _kind(line: bytes) -> str | None:
-    try:
-        return decode_event(line).kind
-    except WireError:
-        return None
-
-
-def _dispatches(journal: Journal, run_id: int, attempt_id: int) -> list[tuple[str, bool]]:
+def _read(journal: Journal, run_id: int, attempt_id: int) -> list[tuple[str, list]]:
+    """Each dispatch file of the attempt (``job.try``) with its events, read once."""
     out = []
     for path in journal.dispatch_files(run_id, attempt_id):
-        job = path.name.rsplit(".", 2)[0]
-        out.append((job, any(_kind(line) == "ended" for line in read_lines(path))))
+        events = []
+        for line in read_lines(path):
+            try:
+                e = decode_event(line)
+                events.append(to_event(e.kind, e.job_id, e.first_try, e.body))
+            except (WireError, KeyError, TypeError, ValueError) as exc:
+                log.error("%s: skipping an unreadable journal line: %s", path, exc)
+        out.append((path.name.removesuffix(SUFFIX), events))
     return out
+
+
+def _running(dispatches: list[tuple[str, list]]) -> list[str]:
+    """Jobs whose dispatch has no end in the journal yet (``job.try`` -> job)."""
+    return sorted(
+        {
+            key.rsplit(".", 1)[0]
+            for key, events in dispatches
+            if not any(isinstance(e, JobEnded) for e in events)
+        }
+    )
