@@ -35,6 +35,7 @@ from orchestrator.executors.base import (
 from orchestrator.history_health import HistoryHealth
 from orchestrator.locks.base import RunHandle
 from orchestrator.reporting import NullReporter, Reporter
+from orchestrator.workflow import JobDef
 from workers.retry import decide
 from workers.spec import JobTask, TryRecord
 from workers.statuses import (
@@ -68,6 +69,7 @@ class AttemptOutcome:
     jobs: dict[str, JobOutcome]
     totals: Totals | None = None
     cancelled_by: str | None = None
+    warnings: list[str] = field(default_factory=list)  # e.g. resume: the workflow file changed
 
     @property
     def failed(self) -> bool:
@@ -111,7 +113,12 @@ class Coordinator:
         self.max_in_flight = max_in_flight  # submitted and not yet ended (the executor's limit)
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         plan = start.plan
-        self.jobs = start.workflow.jobs
+        self.jobs = start.jobs_to_dispatch  # templates rendered (a new run's: at _begin)
+        # The run's variables around each job's env (orchestrator.run_inputs): pass_env under it,
+        # EXECUTIONER_* over it.
+        inputs = start.inputs
+        self.env_before = inputs.pass_env if inputs is not None else {}
+        self.env_after = inputs.job_env(start.workflow) if inputs is not None else {}
         self.live = {j: _Live() for j in plan.will_run}
         self.waiting = {
             j: sum(1 for p in self.dag.parents(j) if p in self.live) for j in self.live
@@ -235,14 +242,19 @@ class Coordinator:
             job_id = self.ready.popleft()
             if not self.began:
                 self._begin()
-            task = self.jobs[job_id].task(self.recorder.run_id, self.recorder.attempt_id, self.handle.epoch)
-            self._submit(job_id, task)
+            self._submit(job_id, self._task(self.jobs[job_id]))
         if self.began:
             self.executor.flush()  # one write for the whole batch just submitted
+
+    def _task(self, job: JobDef) -> JobTask:
+        return job.task(
+            self.recorder.run_id, self.recorder.attempt_id, self.handle.epoch, self.env_before, self.env_after
+        )
 
     def _begin(self) -> None:
         locks = self.handle.locks
         self.recorder.begin(self.start, self.handle, locks.kind, locks.servers)
+        self.jobs = self.start.jobs_to_dispatch
         self._next_renewal = time.monotonic() + self.handle.ttl / 3
         self.began = True
         self.executor.open(self.recorder.run_id, self.recorder.attempt_id, self.handle.epoch, self.events.put)
@@ -343,8 +355,7 @@ class Coordinator:
             jitter_sample=random.random(),
         )
         if decision.retry and not self.cancelled_by:
-            task = job.task(self.recorder.run_id, self.recorder.attempt_id, self.handle.epoch)
-            task = _redispatch(task, event.try_number + 1, live.first_started_at)
+            task = _redispatch(self._task(job), event.try_number + 1, live.first_started_at)
             live.status = check_job_transition(live.status, JobStatus.QUEUED)
             live.dispatched_try = task.first_try  # a late result of the lost copy is ignored
             heapq.heappush(self.delayed, (time.monotonic() + decision.delay, event.job_id, task))

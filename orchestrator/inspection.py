@@ -7,10 +7,11 @@ from typing import Any
 
 from orchestrator.context import Context
 from orchestrator.db.engine import read_tx
-from orchestrator.db.queries import get_run, job_history, list_runs, load_run, try_outputs
-from orchestrator.errors import UnknownJobError
+from orchestrator.db.queries import RunFilter, get_run, job_history, list_runs, load_run, try_outputs
+from orchestrator.errors import UnknownJobError, UserError
 from orchestrator.launch import stored_workflow
 from orchestrator.planner import PlanRequest, plan
+from orchestrator.run_inputs import RunInputs, runnable, shown_command
 from orchestrator.settle import preview
 from workers.secrets import mask_env
 from workers.statuses import AttemptStatus
@@ -32,10 +33,17 @@ def run_status(ctx: Context, run_id: int) -> dict[str, Any]:
     view = preview(ctx, record, holder_alive=holder is not None)
     workflow = stored_workflow(record)
     next_plan = plan(workflow, view.state, PlanRequest(resume=True))
+    inputs = RunInputs.from_row(record.run)
+    try:
+        jobs = runnable(workflow, inputs, run_id).jobs  # what a resume would run, rendered
+    except UserError:
+        jobs = workflow.jobs
     out = {
         "run_id": run_id,
         "application_name": record.run.application_name,
         "status": view.status,
+        **inputs.as_dict(),
+        "pass_env": mask_env(inputs.pass_env),
         "created_at": iso(record.run.created_at),
         "created_by": record.run.created_by,
         "locked_by": None
@@ -43,6 +51,8 @@ def run_status(ctx: Context, run_id: int) -> dict[str, Any]:
         else {"host": holder.host, "pid": holder.pid, "what": holder.what, "since": iso(holder.since)},
         "attempts": [_attempt(a) for a in record.attempts],
         "jobs": {job_id: view.state[job_id].as_dict() for job_id in workflow.jobs},
+        # Beside "jobs" (whose entries keep SPEC's shape): each job's command as a resume renders it.
+        "commands": {job_id: shown_command(job) for job_id, job in jobs.items()},
         "next_attempt": {
             "attempt_id": record.next_attempt_id,
             "will_run": next_plan.will_run,
@@ -84,15 +94,25 @@ def _attempt(a) -> dict[str, Any]:
     }
 
 
-def runs_list(ctx: Context, limit: int = 20) -> dict[str, Any]:
+def runs_list(ctx: Context, limit: int = 20, filters: RunFilter | None = None) -> dict[str, Any]:
     with read_tx(ctx.engine) as conn:
-        rows = list_runs(conn, limit)
-    return {"runs": [{**r, "start_time": iso(r["start_time"])} for r in rows]}
+        rows = list_runs(conn, limit, filters)
+    return {
+        "runs": [
+            {
+                **r,
+                "start_time": iso(r["start_time"]),
+                "logical_date": iso(r["logical_date"]),
+                "params": r["params"] or {},
+            }
+            for r in rows
+        ]
+    }
 
 
 def run_history(ctx: Context, run_id: int, job_id: str | None = None) -> dict[str, Any]:
     with read_tx(ctx.engine) as conn:
-        get_run(conn, run_id)
+        run = get_run(conn, run_id)
         rows = job_history(conn, run_id, job_id)
     if job_id is not None and not rows:
         raise UnknownJobError(run_id, [job_id])
@@ -116,9 +136,10 @@ def run_history(ctx: Context, run_id: int, job_id: str | None = None) -> dict[st
                 ],
                 "worker": r["worker"],
                 "queue": r["queue"],
+                "command": r["command"],  # as rendered for that attempt (None: recorded before 0004)
             }
         )
-    return {"run_id": run_id, "rows": out}
+    return {"run_id": run_id, **RunInputs.from_row(run).as_dict(), "rows": out}
 
 
 def job_logs(ctx: Context, run_id: int, job_id: str, attempt_id: int | None = None) -> dict[str, Any]:

@@ -6,8 +6,11 @@ attempt exists, so they write nothing; the attempt row appears with its first di
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 from orchestrator.changes import Verdict, diff_workflows, judge_changes
 from orchestrator.context import Context
@@ -16,13 +19,44 @@ from orchestrator.db.engine import read_tx
 from orchestrator.db.queries import RunRecord, get_run, load_run
 from orchestrator.db.recorder import AttemptRecorder, AttemptStart
 from orchestrator.errors import RefusedError, UserError
+from orchestrator.intervals import Interval
 from orchestrator.loader import load_workflow, workflow_from_data
 from orchestrator.locks.base import LockOwner, RunHandle
 from orchestrator.planner import Plan, PlanRequest, plan
 from orchestrator.reporting import Reporter
+from orchestrator.run_inputs import DRY_RUN_ID, RunInputs, new_run_inputs, runnable, shown_command
 from orchestrator.settle import load_settled
+from orchestrator.slots import mark_failed
 from orchestrator.state import RunState
 from orchestrator.workflow import Workflow
+
+
+@dataclass(frozen=True, slots=True)
+class SlotRequest:
+    """A run that fires a claimed schedule slot (scheduler, backfill): see ``orchestrator.slots``."""
+
+    application_name: str
+    interval: Interval  # the slot is its end
+
+    @property
+    def slot(self):
+        return self.interval.end
+
+
+def slot_to_json(slot: SlotRequest) -> str:
+    return json.dumps(
+        {"app": slot.application_name, "start": slot.interval.start.isoformat(), "end": slot.slot.isoformat()}
+    )
+
+
+def slot_from_json(text: str) -> SlotRequest:
+    """The hidden ``run --slot`` value the scheduler and backfill pass to the run they start."""
+    try:
+        data = json.loads(text)
+        start, end = datetime.fromisoformat(data["start"]), datetime.fromisoformat(data["end"])
+        return SlotRequest(str(data["app"]), Interval(start, end, start))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"--slot: not a slot ({exc})") from None
 
 
 @dataclass(slots=True)
@@ -34,6 +68,9 @@ class RunRequest:
     dry_run: bool = False
     triggered_by: str = "cli"
     trigger_reason: str = "run"
+    params: dict[str, Any] = field(default_factory=dict)  # --params-file values, then --param
+    logical_date: str | None = None
+    slot: SlotRequest | None = None
 
 
 @dataclass(slots=True)
@@ -49,6 +86,7 @@ class ResumeRequest:
     dry_run: bool = False
     triggered_by: str = "cli"
     trigger_reason: str = "resume"
+    params: dict[str, Any] = field(default_factory=dict)  # refused: a run is its parameters
 
 
 @dataclass(slots=True)
@@ -58,6 +96,9 @@ class DryRun:
     errors: list[str] = field(default_factory=list)
     run_id: int | None = None
     attempt_id: int | None = None
+    inputs: RunInputs | None = None
+    commands: dict[str, Any] = field(default_factory=dict)  # rendered, of the jobs that would run
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def valid(self) -> bool:
@@ -78,6 +119,9 @@ class DryRun:
             "changes": changes,
             "valid": self.valid,
             "errors": self.errors,
+            "warnings": self.warnings,
+            **(self.inputs.as_dict() if self.inputs is not None else {"params": None, "logical_date": None}),
+            "commands": self.commands,
         }
 
 
@@ -89,6 +133,7 @@ class NothingToDo:
     status: str  # the run's status, that of its latest attempt
     state: RunState
     plan: Plan
+    warnings: list[str] = field(default_factory=list)
 
 
 Hook = Callable[[Coordinator], None]
@@ -99,11 +144,25 @@ def start_run(
 ) -> AttemptOutcome | DryRun:
     if request.dry_run:
         try:
-            workflow = load_workflow(request.workflow_path)
-            return DryRun(plan(workflow, RunState(), PlanRequest(from_jobs=request.from_jobs)))
+            workflow, inputs, rendered = _prepare_run(request)
+            the_plan = plan(workflow, RunState(), PlanRequest(from_jobs=request.from_jobs))
         except UserError as exc:
             return DryRun(None, errors=exc.lines())
-    workflow = load_workflow(request.workflow_path)
+        return DryRun(the_plan, inputs=inputs, commands=_commands(rendered, the_plan))
+    if request.slot is None:
+        return _start(ctx, request, reporter, on_start)
+    try:
+        return _start(ctx, request, reporter, on_start)
+    except BaseException as exc:  # the claimed slot says why it has no run (no-op once it fired)
+        reason = "; ".join(exc.lines()) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        mark_failed(ctx.engine, request.slot.application_name, request.slot.slot, reason or "interrupted")
+        raise
+
+
+def _start(
+    ctx: Context, request: RunRequest, reporter: Reporter | None, on_start: Hook | None
+) -> AttemptOutcome:
+    workflow, inputs, _ = _prepare_run(request)
     the_plan = plan(workflow, RunState(), PlanRequest(from_jobs=request.from_jobs))
     owner = LockOwner("run")
     start = AttemptStart(
@@ -119,31 +178,88 @@ def start_run(
             "from_jobs": list(request.from_jobs),
             "max_parallel": request.max_parallel,
         },
+        inputs=inputs,
+        slot=request.slot.slot if request.slot else None,
     )
     # The lock is taken in the transaction that creates the run (at its first dispatch).
     with RunHandle(ctx.locks, owner) as handle:
         return _drive(ctx, start, handle, request.max_parallel, reporter, on_start)
 
 
+def _prepare_run(request: RunRequest) -> tuple[Workflow, RunInputs, Workflow]:
+    """Load, resolve the run's inputs and render every template once: all refusals come here."""
+    workflow = load_workflow(request.workflow_path)
+    slot = request.slot
+    if slot is not None and slot.application_name != workflow.application_name:
+        raise UserError(
+            f"{request.workflow_path}: application {workflow.application_name!r} is not the scheduled "
+            f"{slot.application_name!r}"
+        )
+    inputs = new_run_inputs(
+        workflow,
+        given=request.params,
+        logical_date=request.logical_date,
+        interval=slot.interval if slot else None,
+    )
+    # Rendered with a stand-in run id to refuse a bad template now; again with the real one at begin.
+    return workflow, inputs, runnable(workflow, inputs, DRY_RUN_ID)
+
+
+def validate_workflow(path: str, params: dict[str, Any] | None = None) -> Workflow:
+    """``validate``: every rule of the file, its parameters (required ones without a value get a
+    stand-in of their type) and every template rendered; ``UserError`` listing the problems."""
+    workflow = load_workflow(path)
+    runnable(workflow, new_run_inputs(workflow, given=params, placeholders=True), DRY_RUN_ID)
+    return workflow
+
+
+def _commands(rendered: Workflow, the_plan: Plan) -> dict[str, Any]:
+    return {j: shown_command(rendered.jobs[j]) for j in the_plan.will_run}
+
+
 def resume_run(
-    ctx: Context, request: ResumeRequest, reporter: Reporter | None = None, on_start: Hook | None = None
+    ctx: Context,
+    request: ResumeRequest,
+    reporter: Reporter | None = None,
+    on_start: Hook | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> AttemptOutcome | DryRun | NothingToDo:
+    if request.params:
+        raise UserError("--param: parameters belong to the run; start a new run to change them")
     if request.dry_run:
         with read_tx(ctx.engine) as conn:
             record = load_run(conn, request.run_id)  # unknown run: exit 2
+        inputs = RunInputs.from_row(record.run)
+        warnings = file_warnings(record, request)
         try:
             given = load_workflow(request.workflow_path) if request.workflow_path else None
             workflow, verdict, the_plan = _plan_resume(record, given, request)
+            rendered = runnable(workflow, inputs, record.run_id)
         except UserError as exc:
-            return DryRun(None, errors=exc.lines(), run_id=record.run_id)
-        return DryRun(the_plan, verdict, verdict.refusal_lines(), record.run_id, record.next_attempt_id)
+            return DryRun(None, errors=exc.lines(), run_id=record.run_id, inputs=inputs, warnings=warnings)
+        return DryRun(
+            the_plan,
+            verdict,
+            verdict.refusal_lines(),
+            record.run_id,
+            record.next_attempt_id,
+            inputs,
+            _commands(rendered, the_plan),
+            warnings,
+        )
     with read_tx(ctx.engine) as conn:
         run = get_run(conn, request.run_id)  # unknown run: exit 2 before anything else
     given = load_workflow(request.workflow_path) if request.workflow_path else None
     owner = LockOwner("resume")
     with RunHandle(ctx.locks_for(run), owner, request.run_id).acquire() as handle:
         record = load_settled(ctx, handle)
+        warnings = file_warnings(record, request)
+        if warn is not None:
+            for text in warnings:
+                warn(text)
         workflow, verdict, the_plan = _plan_resume(record, given, request)
+        inputs = RunInputs.from_row(record.run)
+        rendered = runnable(workflow, inputs, record.run_id)
         if not verdict.ok:
             raise RefusedError(
                 f"resume of run {request.run_id} refused: the workflow changed "
@@ -151,7 +267,7 @@ def resume_run(
                 verdict.refusal_lines(),
             )
         if the_plan.nothing_to_do:
-            return NothingToDo(request.run_id, record.last_attempt.status, record.state, the_plan)
+            return NothingToDo(request.run_id, record.last_attempt.status, record.state, the_plan, warnings)
         last = record.last_attempt
         start = AttemptStart(
             workflow=workflow,
@@ -175,8 +291,12 @@ def resume_run(
             },
             changes=verdict.records(),
             forced=verdict.forced,
+            inputs=inputs,
+            runnable=rendered,
         )
-        return _drive(ctx, start, handle, request.max_parallel, reporter, on_start)
+        outcome = _drive(ctx, start, handle, request.max_parallel, reporter, on_start)
+        outcome.warnings = warnings
+        return outcome
 
 
 def stored_workflow(record: RunRecord) -> Workflow:
@@ -187,10 +307,39 @@ def stored_workflow(record: RunRecord) -> Workflow:
     )
 
 
+def file_warnings(record: RunRecord, request: ResumeRequest) -> list[str]:
+    """A resume without ``-c`` uses the stored workflow: say so when the file it came from changed."""
+    last = record.last_attempt
+    if request.workflow_path or last is None or not last.workflow_path:
+        return []
+    path = last.workflow_path
+    try:
+        current = load_workflow(path)
+    except UserError as exc:
+        if "file not found" in exc.message:
+            return [
+                f"{path} (the workflow of attempt {last.attempt_id}) no longer exists; using the stored one"
+            ]
+        return [
+            f"{path} changed since attempt {last.attempt_id} and is not valid now; using the stored workflow"
+        ]
+    if current.config_hash == last.config_hash:
+        return []
+    return [
+        f"{path} changed since attempt {last.attempt_id}; this resume uses the workflow stored with it "
+        f"(pass -c {path} to use the file)"
+    ]
+
+
 def _plan_resume(
     record: RunRecord, given: Workflow | None, request: ResumeRequest
 ) -> tuple[Workflow, Verdict, Plan]:
     previous = stored_workflow(record)
+    if given is not None and given.application_name != previous.application_name:
+        raise UserError(
+            f"{given.source}: application {given.application_name!r} is another pipeline than run "
+            f"{record.run_id}'s {previous.application_name!r}; start a new run (--force does not apply)"
+        )
     workflow = given or previous
     verdict = judge_changes(
         diff_workflows(previous, workflow),

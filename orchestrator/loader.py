@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import UTC
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from orchestrator.errors import WorkflowError, WorkflowProblem
+from orchestrator.errors import UserError, WorkflowError, WorkflowProblem
 from orchestrator.limits import (
     MAX_BACKOFF,
     MAX_CATCHUP,
@@ -19,6 +21,16 @@ from orchestrator.limits import (
     MAX_PARALLEL,
     MAX_RETRIES,
     MAX_TEXT,
+)
+from orchestrator.params import (
+    MAX_CHOICES,
+    MAX_PARAMS,
+    PARAM_FIELDS,
+    PARAM_NAME_RE,
+    PARAM_TYPES,
+    ParamError,
+    ParamSpec,
+    coerce,
 )
 from orchestrator.parsing import MAX_FILE_BYTES, bad_string, parse_text, summary
 from orchestrator.workflow import (
@@ -32,7 +44,7 @@ from orchestrator.workflow import (
     Workflow,
 )
 from workers.retry import DEFAULT_RETRY_ON, MAX_SECONDS, RetryPolicy
-from workers.secrets import REF, is_ref
+from workers.secrets import REF, is_ref, is_secret_name, secret_patterns
 from workers.statuses import FAILURE_STATUSES, JobStatus
 
 JOB_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,200}")  # used with fullmatch: "abc\n" is not an id
@@ -50,6 +62,25 @@ def load_workflow(path: str | Path) -> Workflow:
     except (OSError, UnicodeDecodeError) as exc:
         raise WorkflowError([WorkflowProblem(name, f"cannot read: {exc}")]) from None
     return workflow_from_data(parse_text(text, name), name)
+
+
+def load_params_file(path: str | Path) -> dict[str, Any]:
+    """``--params-file``: a JSON or YAML mapping of parameter names to values (hostile-input bounds)."""
+    name = str(path)
+    try:
+        if Path(path).stat().st_size > MAX_FILE_BYTES:
+            raise UserError(f"{name}: is larger than {MAX_FILE_BYTES >> 20} MiB")
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{name}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{name}: cannot read: {exc}") from None
+    data = parse_text(text, name)
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise UserError(f"{name}: must be a mapping of parameter names to values, got {_type(data)}")
+    return data
 
 
 def workflow_from_data(data: Any, name: str = "<workflow>") -> Workflow:
@@ -101,6 +132,8 @@ class _Validator:
                     field="defaults",
                 )
         schedule = self.schedule(data)
+        params = self.params(data.get("params"), schedule)
+        pass_env = self.pass_env(data.get("pass_env"))
         jobs_data = data.get("jobs")
         if "jobs" not in data:
             self.err("is required", field="jobs")
@@ -116,7 +149,9 @@ class _Validator:
         self.dependencies()
         if self.problems:
             return None
-        workflow = Workflow(str(app), jobs, max_parallel, schedule, source=self.name)
+        workflow = Workflow(
+            str(app), jobs, max_parallel, schedule, source=self.name, params=params, pass_env=pass_env
+        )
         cycle = workflow.dag.find_cycle()
         if cycle:
             self.err(f"dependency cycle: {' -> '.join(cycle)}", job=cycle[0], field="dependencies")
@@ -147,6 +182,100 @@ class _Validator:
             self.err(f"not a valid cron expression: {cron!r}", field="schedule")
             return None
         return Schedule(cron, str(tz), str(overlap), str(catchup), int(limit))
+
+    def params(self, raw: Any, schedule: Schedule | None) -> dict[str, ParamSpec]:
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            self.err(f"must be a mapping of names to declarations, got {_type(raw)}", field="params")
+            return {}
+        if len(raw) > MAX_PARAMS:
+            self.err(f"declares more than {MAX_PARAMS} parameters", field="params")
+            return {}
+        tz = ZoneInfo(schedule.timezone) if schedule else UTC
+        out: dict[str, ParamSpec] = {}
+        env_names: dict[str, str] = {}
+        for name, decl in raw.items():
+            where = f"params.{_field(name)}"
+            if not isinstance(name, str) or not PARAM_NAME_RE.fullmatch(name):
+                self.err("a parameter name must match [A-Za-z][A-Za-z0-9_]{0,63}", field=where)
+                continue
+            other = env_names.get(name.upper())
+            if other is not None:
+                self.err(f"EXECUTIONER_PARAM_{name.upper()} would be {other!r} and {name!r}", field=where)
+                continue
+            env_names[name.upper()] = name
+            spec = self.param(name, decl, where, tz)
+            if spec is not None:
+                out[name] = spec
+        return out
+
+    def param(self, name: str, decl: Any, where: str, tz: Any) -> ParamSpec | None:
+        if decl is None:
+            decl = {}
+        if not isinstance(decl, dict):
+            self.err(f"must be a mapping ({', '.join(PARAM_FIELDS)}), got {_type(decl)}", field=where)
+            return None
+        before = len(self.problems)
+        for key in decl:
+            if key not in PARAM_FIELDS:
+                self.err(f"unknown key {_field(key)!r} (allowed: {', '.join(PARAM_FIELDS)})", field=where)
+        kind = decl.get("type", "string")
+        if kind not in PARAM_TYPES:
+            self.err(f"type must be one of {', '.join(PARAM_TYPES)}, got {summary(kind)}", field=where)
+            return None
+        required = decl.get("required", False)
+        if not isinstance(required, bool):
+            self.err(f"required must be true or false, got {summary(required)}", field=where)
+        description = decl.get("description", "")
+        if not isinstance(description, str):
+            self.err(f"description must be a string, got {summary(description)}", field=where)
+            description = ""
+        self.text(description, None, where)
+        choices = decl.get("choices")
+        bare = ParamSpec(name, kind)
+        if choices is not None:
+            if not isinstance(choices, list) or not choices or len(choices) > MAX_CHOICES:
+                self.err(f"choices must be a list of 1 to {MAX_CHOICES} values", field=where)
+                choices = None
+            else:
+                try:
+                    choices = tuple(coerce(bare, c, tz) for c in choices)
+                except ParamError as exc:
+                    self.err(f"a choice {exc}", field=where)
+                    choices = None
+        default = decl.get("default")
+        if default is not None:
+            try:
+                default = coerce(ParamSpec(name, kind, choices=choices), default, tz)
+            except ParamError as exc:
+                self.err(f"default {exc}", field=where)
+            if required is True:
+                self.err("a required parameter has no default (drop one of them)", field=where)
+        if len(self.problems) > before:
+            return None
+        return ParamSpec(name, kind, default, bool(required), choices, description)
+
+    def pass_env(self, raw: Any) -> tuple[str, ...]:
+        if raw is None:
+            return ()
+        if not isinstance(raw, list) or not all(_variable_name(n) for n in raw):
+            self.err(f"must be a list of environment variable names, got {summary(raw)}", field="pass_env")
+            return ()
+        if len(raw) > MAX_PARAMS:
+            self.err(f"lists more than {MAX_PARAMS} names", field="pass_env")
+            return ()
+        patterns = secret_patterns()
+        for name in raw:
+            if is_secret_name(name, patterns):
+                self.err(
+                    f"{name} looks like a secret: pass_env values are stored with the run; read it "
+                    f"where the job runs instead: env: {{{name}: {{from_env: {name}}}}}",
+                    field="pass_env",
+                )
+            elif name.startswith("EXECUTIONER_"):
+                self.err(f"{name}: EXECUTIONER_* variables are set by Executioner itself", field="pass_env")
+        return tuple(dict.fromkeys(raw))
 
     def job(self, index: int, raw: Any, defaults: dict) -> JobDef | None:
         label = f"#{index + 1}"

@@ -14,6 +14,7 @@ from functools import cached_property
 from typing import Any
 
 from orchestrator.dag import Dag
+from orchestrator.params import ParamSpec
 from workers.retry import RetryPolicy
 from workers.spec import JobTask
 
@@ -42,6 +43,8 @@ WORKFLOW_FIELDS = (
     "schedule_overlap",
     "schedule_catchup",
     "schedule_catchup_limit",
+    "params",
+    "pass_env",
     "jobs",
 )
 
@@ -71,13 +74,23 @@ class JobDef:
             **self.retry.to_dict(),
         }
 
-    def task(self, run_id: int, attempt_id: int, epoch: int = 0) -> JobTask:
+    def task(
+        self,
+        run_id: int,
+        attempt_id: int,
+        epoch: int = 0,
+        before: dict[str, str] | None = None,
+        after: dict[str, str] | None = None,
+    ) -> JobTask:
+        """The task for a worker; ``before``/``after`` are the run's variables the job's ``env``
+        overrides (pass_env) or is overridden by (EXECUTIONER_*): see ``orchestrator.run_inputs``."""
+        env = {**(before or {}), **self.env, **(after or {})} if before or after else self.env
         return JobTask(
             run_id=run_id,
             attempt_id=attempt_id,
             job_id=self.id,
             command=self.command,
-            env=self.env,
+            env=env,
             working_dir=self.working_dir,
             timeout=self.timeout,
             queue=self.queue,
@@ -102,6 +115,8 @@ class Workflow:
     max_parallel: int | None = None
     schedule: Schedule | None = None
     source: str = "<workflow>"  # the file it came from, for messages
+    params: dict[str, ParamSpec] = field(default_factory=dict)
+    pass_env: tuple[str, ...] = ()  # names captured from the submitting shell at `run`
 
     def snapshot(self) -> dict[str, Any]:
         """The normalized workflow stored with every attempt (and reloadable by ``loader``)."""
@@ -118,6 +133,11 @@ class Workflow:
             snap["schedule_overlap"] = self.schedule.overlap
             snap["schedule_catchup"] = self.schedule.catchup
             snap["schedule_catchup_limit"] = self.schedule.catchup_limit
+        # Only when used: a workflow without them keeps the hash it had before they existed.
+        if self.params:
+            snap["params"] = {name: spec.normalized() for name, spec in self.params.items()}
+        if self.pass_env:
+            snap["pass_env"] = sorted(self.pass_env)
         snap["jobs"] = [job.normalized() for job in self.jobs.values()]
         return snap
 

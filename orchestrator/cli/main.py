@@ -141,6 +141,34 @@ def _finish_attempt(result, as_json: bool) -> None:
     sys.exit(result.exit_code)
 
 
+def _params_options(f):
+    f = click.option(
+        "--params-file",
+        type=click.Path(dir_okay=False),
+        help="JSON or YAML mapping of parameter values (--param wins).",
+    )(f)
+    return click.option(
+        "--param",
+        "param_items",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="A parameter declared in the workflow's params (repeatable).",
+    )(f)
+
+
+def _given_params(param_items: tuple[str, ...], params_file: str | None) -> dict:
+    from orchestrator.errors import UserError
+    from orchestrator.loader import load_params_file
+    from orchestrator.params import ParamError, parse_assignments
+
+    given = load_params_file(params_file) if params_file else {}
+    try:
+        given.update(parse_assignments(param_items))
+    except ParamError as exc:
+        raise UserError(str(exc)) from None
+    return given
+
+
 def _trigger_reason() -> str:
     from workers.secrets import redact_urls
 
@@ -154,13 +182,34 @@ def _trigger_reason() -> str:
 @click.option("--executor", type=click.Choice(EXECUTOR_NAMES), help="Default: celery if a broker is set.")
 @click.option("--max-parallel", type=PARALLEL, help="Jobs in flight at once (local: CPU count).")
 @click.option("--dry-run", is_flag=True, help="Show the plan and the verdict; write nothing.")
-@click.option("--triggered-by", default="cli", hidden=True)  # set by the scheduler
+@_params_options
+@click.option(
+    "--logical-date",
+    metavar="ISO",
+    help="The date the run processes (default now; no offset: the schedule's time zone).",
+)
+@click.option("--triggered-by", default="cli", hidden=True)  # set by the scheduler and backfill
 @click.option("--trigger-reason", hidden=True)
+@click.option("--slot", "slot_json", hidden=True)  # the schedule slot this run fires (JSON)
 @_json_option
 @click.pass_context
-def run(ctx, workflow, from_jobs, executor, max_parallel, dry_run, triggered_by, trigger_reason, as_json):
+def run(
+    ctx,
+    workflow,
+    from_jobs,
+    executor,
+    max_parallel,
+    dry_run,
+    param_items,
+    params_file,
+    logical_date,
+    triggered_by,
+    trigger_reason,
+    slot_json,
+    as_json,
+):
     """Start a new run of WORKFLOW (attempt 1)."""
-    from orchestrator.launch import RunRequest, start_run
+    from orchestrator.launch import RunRequest, slot_from_json, start_run
 
     request = RunRequest(
         workflow,
@@ -170,7 +219,10 @@ def run(ctx, workflow, from_jobs, executor, max_parallel, dry_run, triggered_by,
         dry_run,
         triggered_by=triggered_by,
         trigger_reason=trigger_reason or _trigger_reason(),
+        logical_date=logical_date,
+        slot=slot_from_json(slot_json) if slot_json else None,
     )
+    request.params = _given_params(param_items, params_file)
     with _context(ctx) as c:
         result = start_run(c, request, _reporter(as_json or dry_run), _cancel_on_signals)
     _finish_attempt(result, as_json)
@@ -192,6 +244,7 @@ def run(ctx, workflow, from_jobs, executor, max_parallel, dry_run, triggered_by,
 @click.option("--executor", type=click.Choice(EXECUTOR_NAMES))
 @click.option("--max-parallel", type=PARALLEL)
 @click.option("--dry-run", is_flag=True, help="Show the plan, the changes and the verdict; write nothing.")
+@click.option("--param", "param_items", multiple=True, hidden=True)  # refused, with the reason
 @_json_option
 @click.pass_context
 def resume(
@@ -205,6 +258,7 @@ def resume(
     executor,
     max_parallel,
     dry_run,
+    param_items,
     as_json,
 ) -> None:
     """Resume RUN_ID as its next attempt: re-run what is not effectively SUCCESS."""
@@ -221,9 +275,12 @@ def resume(
         max_parallel,
         dry_run,
         trigger_reason=_trigger_reason(),
+        params=dict.fromkeys(param_items, ""),
     )
     with _context(ctx) as c:
-        result = resume_run(c, request, _reporter(as_json or dry_run), _cancel_on_signals)
+        result = resume_run(
+            c, request, _reporter(as_json or dry_run), _cancel_on_signals, warn=render.warning
+        )
     _finish_attempt(result, as_json)
 
 
@@ -309,20 +366,20 @@ def logs(ctx, run_id, job, attempt) -> None:
 
 @cli.command()
 @click.argument("workflow", type=click.Path(dir_okay=False))
+@_params_options
 @_json_option
-def validate(workflow, as_json) -> None:
-    """Check WORKFLOW against every rule; exit 2 listing each problem."""
-    from orchestrator.errors import WorkflowError
-    from orchestrator.loader import load_workflow
+def validate(workflow, param_items, params_file, as_json) -> None:
+    """Check WORKFLOW against every rule, its parameters and templates; exit 2 listing each problem."""
+    from orchestrator.errors import UserError, WorkflowError
+    from orchestrator.launch import validate_workflow
 
     try:
-        wf = load_workflow(workflow)
-    except WorkflowError as exc:
+        wf = validate_workflow(workflow, _given_params(param_items, params_file))
+    except UserError as exc:
         if not as_json:
             raise
-        render.emit_json(
-            {"valid": False, "errors": exc.lines(), "problems": [p.as_dict() for p in exc.problems]}
-        )
+        problems = exc.problems if isinstance(exc, WorkflowError) else []
+        render.emit_json({"valid": False, "errors": exc.lines(), "problems": [p.as_dict() for p in problems]})
         sys.exit(2)
     if as_json:
         render.emit_json(

@@ -24,6 +24,10 @@ def line(text: str = "") -> None:
     click.echo(text)
 
 
+def warning(text: str) -> None:
+    click.echo(f"executioner: warning: {text}", err=True)
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
     cells = [["" if v is None else str(v) for v in row] for row in rows]
     if is_tty():
@@ -58,6 +62,7 @@ def outcome(result, *, as_json: bool) -> None:
         "attempt_id": result.attempt_id,
         "status": str(result.status),
         "jobs": {j: o.as_dict() for j, o in result.jobs.items()},
+        "warnings": result.warnings,
     }
     if as_json:
         emit_json(data)
@@ -83,6 +88,7 @@ def nothing_to_do(result, *, as_json: bool) -> None:
                 "status": result.status,
                 "nothing_to_do": True,
                 "jobs": {j: result.state[j].as_dict() for j in result.plan.decisions},
+                "warnings": result.warnings,
             }
         )
         return
@@ -96,6 +102,10 @@ def dry_run(result, *, as_json: bool) -> None:
         return
     head = "dry run" + (f" of run {result.run_id} attempt {result.attempt_id}" if result.run_id else "")
     line(f"{head}: {'valid' if result.valid else 'REFUSED'}; nothing was written")
+    for text in data["warnings"]:
+        warning(text)
+    if data["logical_date"]:
+        line(_inputs_line(data))
     if data["reasons"]:
         table(
             ["job", "action", "reason", "detail"],
@@ -104,6 +114,10 @@ def dry_run(result, *, as_json: bool) -> None:
                 for j, d in data["reasons"].items()
             ],
         )
+    for job_id, command in data["commands"].items():
+        if isinstance(command, list):
+            command = " ".join(command)
+        line(f"{job_id}: {command}")
     for change in data["changes"]:
         how = change.get("allowed_by") or f"REFUSED: {change['refused']}"
         line(f"change: {change['kind']} job={change['job']} field={change['field']} ({how})")
@@ -111,11 +125,20 @@ def dry_run(result, *, as_json: bool) -> None:
         line(f"error: {error}")
 
 
+def _inputs_line(data: dict) -> str:
+    params = ", ".join(f"{k}={v}" for k, v in (data.get("params") or {}).items())
+    interval = f"[{data['data_interval_start']}, {data['data_interval_end']})"
+    return f"logical date {data['logical_date']} (ds {data['ds']}), data interval {interval}" + (
+        f"; params: {params}" if params else ""
+    )
+
+
 def status(data: dict, *, as_json: bool) -> None:
     if as_json:
         emit_json(data)
         return
     line(f"run {data['run_id']} ({data['application_name']}): {data['status']}")
+    line(_inputs_line(data))
     if data["locked_by"]:
         h = data["locked_by"]
         line(f"locked by {h['host']} pid {h['pid']} ({h['what']}) since {h['since']}")
@@ -155,9 +178,17 @@ def runs(data: dict, *, as_json: bool) -> None:
         emit_json(data)
         return
     table(
-        ["run", "application", "status", "attempts", "started"],
+        ["run", "application", "status", "attempts", "started", "ds", "params"],
         [
-            [r["run_id"], r["application_name"], r["status"], r["attempts"], r["start_time"]]
+            [
+                r["run_id"],
+                r["application_name"],
+                r["status"],
+                r["attempts"],
+                r["start_time"],
+                r["ds"],
+                " ".join(f"{k}={v}" for k, v in (r["params"] or {}).items()),
+            ]
             for r in data["runs"]
         ],
     )

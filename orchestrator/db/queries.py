@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Connection, Row, case, func, null, select, type_coerce
@@ -88,21 +89,37 @@ def load_run(conn: Connection, run_id: int) -> RunRecord:
     return RunRecord(run, attempt_rows, derive_state(rows, audits), snapshot)
 
 
-def list_runs(conn: Connection, limit: int) -> list[dict[str, Any]]:
-    """Newest first: each run with its latest attempt's status and its attempt count."""
-    recent = select(runs).order_by(runs.c.run_id.desc()).limit(limit).subquery()
-    latest = (
-        select(attempts.c.run_id, func.max(attempts.c.attempt_id).label("n"))
-        .where(attempts.c.run_id.in_(select(recent.c.run_id)))
-        .group_by(attempts.c.run_id)
-        .subquery()
-    )
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    application_name: str | None = None
+    status: str | None = None  # the latest attempt's
+    ds: str | None = None  # the logical date's day (YYYY-MM-DD, in the schedule's zone)
+    logical_date: datetime | None = None  # or an exact logical date
+
+
+def list_runs(conn: Connection, limit: int, filters: RunFilter | None = None) -> list[dict[str, Any]]:
+    """Newest first: each run with its latest attempt's status and its attempt count (one query)."""
+    f = filters or RunFilter()
+    # The newest attempt by a correlated lookup on the primary key: newest runs first, stopping at
+    # ``limit`` (no aggregate over every attempt of the history).
+    other = attempts.alias()
+    newest = select(func.max(other.c.attempt_id)).where(other.c.run_id == runs.c.run_id).scalar_subquery()
     query = (
-        select(recent, latest.c.n, attempts.c.status)
-        .join(latest, latest.c.run_id == recent.c.run_id)
-        .join(attempts, (attempts.c.run_id == latest.c.run_id) & (attempts.c.attempt_id == latest.c.n))
-        .order_by(recent.c.run_id.desc())
+        select(runs, attempts.c.attempt_id.label("n"), attempts.c.status)
+        .select_from(
+            runs.join(attempts, (attempts.c.run_id == runs.c.run_id) & (attempts.c.attempt_id == newest))
+        )
+        .order_by(runs.c.run_id.desc())
+        .limit(limit)
     )
+    if f.application_name is not None:
+        query = query.where(runs.c.application_name == f.application_name)
+    if f.status is not None:
+        query = query.where(attempts.c.status == f.status)
+    if f.ds is not None:
+        query = query.where(runs.c.ds == f.ds)
+    if f.logical_date is not None:
+        query = query.where(runs.c.logical_date == f.logical_date)
     return [
         {
             "run_id": r.run_id,
@@ -110,6 +127,9 @@ def list_runs(conn: Connection, limit: int) -> list[dict[str, Any]]:
             "status": r.status,
             "attempts": r.n,
             "start_time": r.created_at,
+            "logical_date": r.logical_date,
+            "ds": r.ds,
+            "params": r.params,
         }
         for r in conn.execute(query)
     ]

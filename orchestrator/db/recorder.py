@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, insert
@@ -23,8 +24,10 @@ from orchestrator.db.rows import ts
 from orchestrator.db.schema import attempts, audit_events, job_runs, job_tries, runs, utcnow
 from orchestrator.owner import LockOwner
 from orchestrator.planner import Plan
+from orchestrator.run_inputs import RunInputs, runnable, shown_command
+from orchestrator.slots import mark_fired
 from orchestrator.state import AuditAction
-from orchestrator.workflow import Workflow
+from orchestrator.workflow import JobDef, Workflow
 from workers.spec import TryRecord
 from workers.statuses import AttemptStatus, JobStatus
 
@@ -46,6 +49,16 @@ class AttemptStart:
     request: dict[str, Any] = field(default_factory=dict)
     changes: list[dict] = field(default_factory=list)
     forced: bool = False
+    # What the run was given (a new run stores it; a resume passes the stored one) and the jobs to
+    # dispatch: ``workflow`` with its templates rendered (``None``: rendered at ``begin``, once the
+    # new run has its id).
+    inputs: RunInputs | None = None
+    runnable: Workflow | None = None
+    slot: datetime | None = None  # the schedule slot this new run fires (orchestrator.slots)
+
+    @property
+    def jobs_to_dispatch(self) -> dict[str, JobDef]:
+        return (self.runnable or self.workflow).jobs
 
 
 class Handle(Protocol):
@@ -95,6 +108,7 @@ class AttemptRecorder:
         """Write the attempt (and for a new run, the run, taking its lock in the same transaction)."""
         with write_tx(self.engine) as conn:
             if not handle.held:
+                inputs = start.inputs.columns() if start.inputs is not None else {}
                 run_id = conn.execute(
                     insert(runs).values(
                         application_name=start.workflow.application_name,
@@ -103,8 +117,14 @@ class AttemptRecorder:
                         epoch=0,
                         lock_kind=lock_kind,
                         lock_servers=lock_servers,
+                        **inputs,
                     )
                 ).inserted_primary_key[0]
+                if start.runnable is None and start.inputs is not None:
+                    # Templates see the run id; a failure here rolls the run back (nothing written).
+                    start.runnable = runnable(start.workflow, start.inputs, run_id)
+                if start.slot is not None:
+                    mark_fired(conn, start.workflow.application_name, start.slot, run_id)
                 handle.acquire(conn, run_id)
             else:
                 check_epoch(conn, handle.run_id, handle.epoch)
@@ -156,7 +176,7 @@ class AttemptRecorder:
                         details={"via": "--from-job", "from_jobs": list(start.request.get("from_jobs", []))},
                     )
                 )
-        jobs = start.workflow.jobs
+        jobs = start.jobs_to_dispatch
         insert_many(
             conn,
             job_runs,
@@ -170,6 +190,7 @@ class AttemptRecorder:
                     "detail": d.detail or None,
                     "queue": jobs[d.job_id].queue,
                     "retry_count": 0,
+                    "command": shown_command(jobs[d.job_id]) if d.runs else None,
                 }
                 for d in plan.decisions.values()
             ],

@@ -29,7 +29,7 @@ from sqlalchemy.types import TypeDecorator
 
 # The newest migration in migrations/versions; a test checks it matches Alembic's head, so start-up
 # can tell whether a database is current without loading Alembic.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 
 class UTCDateTime(TypeDecorator):
@@ -88,6 +88,16 @@ runs = Table(
     # recorded before the kind was (see orchestrator.context.Context.locks_for).
     Column("lock_kind", String(20)),
     Column("lock_servers", JSON),
+    # Added by migration 0004: what the run was given, pinned for every resume (orchestrator.run_inputs).
+    # NULL in runs recorded before: they read as no parameters, logical date = created_at.
+    Column("params", JSON),
+    Column("logical_date", UTCDateTime),
+    Column("data_interval_start", UTCDateTime),
+    Column("data_interval_end", UTCDateTime),
+    Column("ds", String(10)),  # the logical date's calendar day in the schedule's zone (runs --logical-date)
+    Column("timezone", String(64)),
+    Column("pass_env", JSON),
+    Index(None, "application_name", "ds"),
     sqlite_autoincrement=True,  # run ids are never reused, even after the newest run is deleted
 )
 
@@ -137,6 +147,7 @@ job_runs = Table(
     Column("retry_count", Integer, nullable=False, default=0),
     Column("worker", String(255)),
     Column("pid", Integer),  # of the running try (local executor), to reap it if its coordinator dies
+    Column("command", JSON),  # as rendered for this attempt (migration 0004); NULL: the snapshot's
     ForeignKeyConstraint(["run_id", "attempt_id"], ["attempts.run_id", "attempts.attempt_id"]),
 )
 
@@ -192,8 +203,11 @@ run_leases = Table(
     Column("expires_at", UTCDateTime, nullable=False),
 )
 
-# Added by migration 0002 (the scheduler): one row per fired cron slot; the unique key is what keeps
-# two schedulers from firing the same slot twice on the SQL-lease (local) configuration.
+# Added by migration 0002 (the scheduler): one row per cron slot (keyed by the slot's time, the end of
+# the data interval its run processes); the unique key is the claim that keeps two schedulers, or a
+# scheduler and a backfill, from starting two runs for one slot. ``outcome`` moves firing -> fired
+# (with run_id, in the transaction that creates the run) or firing -> failed (with ``reason``), see
+# orchestrator.slots.
 schedule_slots = Table(
     "schedule_slots",
     metadata,
@@ -204,5 +218,6 @@ schedule_slots = Table(
     Column("fired_by", String(300), nullable=False),
     Column("run_id", Integer, ForeignKey("runs.run_id")),
     Column("outcome", String(30), nullable=False),
+    Column("reason", Text),  # why a fire failed (migration 0004)
     UniqueConstraint("application_name", "slot"),
 )
