@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from orchestrator.context import Context
@@ -10,6 +10,7 @@ from orchestrator.db.engine import read_tx
 from orchestrator.db.queries import RunFilter, get_run, job_history, list_runs, load_run, try_outputs
 from orchestrator.errors import UnknownJobError, UserError
 from orchestrator.launch import stored_workflow
+from orchestrator.params import parse_datetime
 from orchestrator.planner import PlanRequest, plan
 from orchestrator.run_inputs import RunInputs, runnable, shown_command
 from orchestrator.settle import preview
@@ -92,6 +93,22 @@ def _attempt(a) -> dict[str, Any]:
         ],
         "forced": a.forced,
     }
+
+
+def run_filter(application: str | None, status: str | None, logical_date: str | None) -> RunFilter:
+    """``runs`` filters; ``--logical-date`` is a day (YYYY-MM-DD, the runs' ``ds``) or an exact date-time."""
+    if logical_date is None:
+        return RunFilter(application, status)
+    text = logical_date.strip()
+    if len(text) == 10:
+        try:
+            return RunFilter(application, status, ds=date.fromisoformat(text).isoformat())
+        except ValueError:
+            pass
+    try:
+        return RunFilter(application, status, logical_date=parse_datetime(text, UTC))
+    except ValueError as exc:
+        raise UserError(f"--logical-date {exc}") from None
 
 
 def runs_list(ctx: Context, limit: int = 20, filters: RunFilter | None = None) -> dict[str, Any]:

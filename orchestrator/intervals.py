@@ -56,7 +56,10 @@ def _is_repeat(schedule: Schedule, slot: datetime) -> bool:
     if hour == "*" or hour.startswith("*/"):
         return False
     before = _raw_prev(schedule, slot)
-    return before.replace(tzinfo=None) == slot.replace(tzinfo=None) and before != slot
+    # Compared in UTC: aware datetimes sharing a tzinfo compare on wall time, ignoring the fold.
+    return before.replace(tzinfo=None) == slot.replace(tzinfo=None) and before.astimezone(
+        UTC
+    ) != slot.astimezone(UTC)
 
 
 def next_slot(schedule: Schedule, after: datetime) -> datetime:

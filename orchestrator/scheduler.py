@@ -1,10 +1,13 @@
 """``executioner scheduler``: fire runs on each workflow's cron schedule, once per slot across machines.
 
-Each fired slot is claimed by inserting its row in ``schedule_slots`` (unique per application and
-slot): the history database is shared by every scheduler of a deployment, so of two schedulers that
-wake for the same slot, on SQLite or PostgreSQL, exactly one inserts it and fires. Runs are started
-as separate ``executioner run`` processes in their own sessions: a scheduler restart (a deploy, a
-SIGTERM) never interrupts a pipeline. Time comes from an injectable clock, so tests drive it.
+Each slot is claimed through ``orchestrator.slots`` (a unique row per application and slot, shared
+with backfill): of two schedulers that wake for the same slot, on SQLite or PostgreSQL, exactly one
+claims and fires it. The claim becomes ``fired`` only in the transaction that creates its run, or
+``failed`` with the reason (an invalid file, a template error, a run process that died first), so
+no slot is ever lost silently. A run's data interval is the one its slot closes
+(``orchestrator.intervals``). Runs are separate ``executioner run`` processes in their own sessions:
+a scheduler restart (a deploy, a SIGTERM) never interrupts a pipeline. Time comes from an
+injectable clock, so tests drive it.
 """
 
 from __future__ import annotations
@@ -19,19 +22,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
-from zoneinfo import ZoneInfo
+from typing import Any, Protocol
 
-from croniter import croniter
-from sqlalchemy import func, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, select
 
+from orchestrator import intervals, slots
 from orchestrator.context import Context
-from orchestrator.db.engine import read_tx, write_tx
+from orchestrator.db.engine import read_tx
 from orchestrator.db.queries import get_run
 from orchestrator.db.schema import attempts, schedule_slots
 from orchestrator.errors import UserError
+from orchestrator.intervals import Interval, next_slot, scheduled_interval, slots_between
 from orchestrator.loader import load_workflow
+from orchestrator.run_inputs import DRY_RUN_ID, new_run_inputs, runnable
 from orchestrator.workflow import Schedule, Workflow
 from workers.statuses import AttemptStatus
 
@@ -41,9 +44,10 @@ ON_TIME_GRACE = timedelta(seconds=60)  # a slot fired this late still counts as 
 
 
 class Outcome:
-    FIRED = "fired"
-    SKIPPED_OVERLAP = "skipped_overlap"  # overlap=skip and the previous scheduled run still runs
-    SKIPPED_MISSED = "skipped_missed"  # missed during downtime, not caught up per the policy
+    FIRED = slots.FIRED
+    FAILED = slots.FAILED  # the fire could not create a run: the row says why
+    SKIPPED_OVERLAP = slots.SKIPPED_OVERLAP
+    SKIPPED_MISSED = slots.SKIPPED_MISSED
 
 
 class Clock(Protocol):
@@ -59,26 +63,8 @@ class SystemClock:
         return datetime.now(UTC)
 
     def wait(self, until: datetime, stop: threading.Event) -> bool:
-        return stop.wait(max(0.0, (until - self.now()).total_seconds()))
-
-
-def slots_between(schedule: Schedule, after: datetime, upto: datetime) -> list[datetime]:
-    """Slot times (UTC) with ``after < slot <= upto``, computed in the schedule's time zone."""
-    it = croniter(schedule.cron, after.astimezone(ZoneInfo(schedule.timezone)))
-    slots = []
-    while True:
-        slot = it.get_next(datetime).astimezone(UTC)
-        if slot > upto:
-            return slots
-        slots.append(slot)
-
-
-def next_slot(schedule: Schedule, after: datetime) -> datetime:
-    return (
-        croniter(schedule.cron, after.astimezone(ZoneInfo(schedule.timezone)))
-        .get_next(datetime)
-        .astimezone(UTC)
-    )
+        # At most a minute at a time: children that exit are noticed, stale claims expired.
+        return stop.wait(min(60.0, max(0.0, (until - self.now()).total_seconds())))
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +94,21 @@ def plan_slots(schedule: Schedule, last: datetime, now: datetime) -> list[Decisi
     return sorted(decisions, key=lambda d: d.slot)
 
 
-Launcher = Callable[[Workflow, datetime], object]  # starts a run; returns a handle with poll()
+Launcher = Callable[[Workflow, Interval], Any]  # starts a run; returns a handle with poll()
+
+
+@dataclass(slots=True)
+class _Child:
+    app: str
+    slot: datetime
+    process: Any  # poll() -> exit code or None
 
 
 class Scheduler:
+    """Fires each workflow's due slots. The file is read again at every pass: an edit takes effect
+    without a restart, and a file that became invalid makes its slots ``failed`` (with the reason,
+    logged) instead of losing them; the last valid schedule keeps time meanwhile."""
+
     def __init__(
         self,
         ctx: Context,
@@ -124,16 +121,18 @@ class Scheduler:
         self.ctx = ctx
         self.clock = clock or SystemClock()
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
-        self.workflows: dict[str, tuple[str, Workflow]] = {}
+        self.paths: dict[str, str] = {}
+        self.workflows: dict[str, Workflow] = {}  # the last valid version of each
         for path in paths:
             workflow = load_workflow(path)
             if workflow.schedule is None:
                 raise UserError(f"{path}: field 'schedule': is required to be scheduled")
             if workflow.application_name in self.workflows:
                 raise UserError(f"{path}: application {workflow.application_name!r} is scheduled twice")
-            self.workflows[workflow.application_name] = (path, workflow)
+            self.paths[workflow.application_name] = path
+            self.workflows[workflow.application_name] = workflow
         self.launcher = launcher or SubprocessLauncher(ctx)
-        self.children: dict[str, list] = {app: [] for app in self.workflows}
+        self.children: list[_Child] = []
         started = self.clock.now()
         self.watermark = {app: self._last_slot(app) or started for app in self.workflows}
 
@@ -143,44 +142,121 @@ class Scheduler:
         )
         while not stop.is_set():
             self.tick(self.clock.now())
-            due = min(next_slot(wf.schedule, self.watermark[app]) for app, (_, wf) in self.workflows.items())
-            if self.clock.wait(due, stop):
+            if self.clock.wait(self.next_due(), stop):
                 break
         log.info("scheduler %s: stopped; runs it started go on", self.name)
 
+    def once(self) -> list[tuple[str, datetime, str]]:
+        """``scheduler --once``: fire what is due now. A workflow never scheduled before treats its
+        newest slot at or before now as due (a cron-driven install has no earlier pass to remember)."""
+        now = self.clock.now()
+        for app, workflow in self.workflows.items():
+            if self._last_slot(app) is None:
+                newest = intervals.floor_slot(workflow.schedule, now)
+                self.watermark[app] = newest - timedelta(microseconds=1)
+        return self.tick(now)
+
+    def next_due(self) -> datetime:
+        return min(next_slot(wf.schedule, self.watermark[app]) for app, wf in self.workflows.items())
+
     def tick(self, now: datetime) -> list[tuple[str, datetime, str]]:
         """Handle every slot due by ``now``; returns what this scheduler did (app, slot, outcome)."""
+        self._reap()
+        self._expire_stale_claims(now)
         done = []
-        for app, (_, workflow) in self.workflows.items():
+        for app in self.workflows:
+            current, problem = self._reload(app)
+            schedule = self.workflows[app].schedule
             last = max(self.watermark[app], self._last_slot(app) or self.watermark[app])
-            for decision in plan_slots(workflow.schedule, last, now):
-                outcome = decision.outcome
-                if outcome == Outcome.FIRED and workflow.schedule.overlap == "skip" and self._running(app):
-                    outcome = Outcome.SKIPPED_OVERLAP
-                if self._claim(app, decision.slot, outcome):
-                    if outcome == Outcome.FIRED:
-                        self.children[app].append(self.launcher(workflow, decision.slot))
+            for decision in plan_slots(schedule, last, now):
+                outcome = self._handle(app, current, problem, decision)
+                if outcome is not None:
                     done.append((app, decision.slot, outcome))
-                    log.info("%s: slot %s: %s", app, decision.slot.isoformat(), outcome)
                 last = max(last, decision.slot)
             self.watermark[app] = last
         return done
 
-    def _claim(self, app: str, slot: datetime, outcome: str) -> bool:
+    def _reload(self, app: str) -> tuple[Workflow | None, str | None]:
+        """The file as it is now, or why it cannot be fired."""
+        path = self.paths[app]
         try:
-            with write_tx(self.ctx.engine) as conn:
-                conn.execute(
-                    insert(schedule_slots).values(
-                        application_name=app,
-                        slot=slot,
-                        fired_at=self.clock.now(),
-                        fired_by=self.name,
-                        outcome=outcome,
-                    )
-                )
-        except IntegrityError:
-            return False  # another scheduler had it
+            workflow = load_workflow(path)
+        except UserError as exc:
+            return None, "; ".join(exc.lines())
+        if workflow.application_name != app:
+            return (
+                None,
+                f"{path}: application_name is now {workflow.application_name!r} (restart the scheduler)",
+            )
+        if workflow.schedule is None:
+            return None, f"{path}: field 'schedule' was removed"
+        self.workflows[app] = workflow
+        return workflow, None
+
+    def _handle(
+        self, app: str, workflow: Workflow | None, problem: str | None, decision: Decision
+    ) -> str | None:
+        slot, outcome = decision.slot, decision.outcome
+        if outcome != Outcome.FIRED:
+            return outcome if self._record(app, slot, outcome) else None
+        if self.workflows[app].schedule.overlap == "skip" and self._running(app):
+            return Outcome.SKIPPED_OVERLAP if self._record(app, slot, Outcome.SKIPPED_OVERLAP) else None
+        interval = scheduled_interval(self.workflows[app].schedule, slot)
+        if problem is None:
+            assert workflow is not None
+            try:  # the run would refuse them: say so on the slot, not in a log nobody reads
+                runnable(workflow, new_run_inputs(workflow, interval=interval), DRY_RUN_ID)
+            except UserError as exc:
+                problem = "; ".join(exc.lines())
+        if problem is not None:
+            if not self._record(app, slot, Outcome.FAILED, problem):
+                return None
+            log.error("%s: slot %s: failed: %s", app, slot.isoformat(), problem)
+            return Outcome.FAILED
+        if not slots.claim(self.ctx.engine, app, slot, self.name):
+            return None  # another scheduler (or a backfill) has it
+        assert workflow is not None
+        try:
+            process = self.launcher(workflow, interval)
+        except Exception as exc:  # e.g. OSError: no process, so no run: the slot says why
+            slots.mark_failed(self.ctx.engine, app, slot, f"could not start the run: {exc}")
+            log.error("%s: slot %s: failed: could not start the run: %s", app, slot.isoformat(), exc)
+            return Outcome.FAILED
+        self.children.append(_Child(app, slot, process))
+        log.info("%s: slot %s: fired", app, slot.isoformat())
+        return Outcome.FIRED
+
+    def _record(self, app: str, slot: datetime, outcome: str, reason: str = "") -> bool:
+        if not slots.claim(self.ctx.engine, app, slot, self.name, outcome, reason):
+            return False
+        if outcome != Outcome.FAILED:
+            log.info("%s: slot %s: %s", app, slot.isoformat(), outcome)
         return True
+
+    def _reap(self) -> None:
+        """A run process that ended without creating its run (a crash): its slot becomes ``failed``.
+        (One that refused says why itself; then this changes nothing.)"""
+        alive = []
+        for child in self.children:
+            code = child.process.poll()
+            if code is None:
+                alive.append(child)
+            elif code != 0 and slots.mark_failed(
+                self.ctx.engine,
+                child.app,
+                child.slot,
+                f"the run process exited with code {code} before the run began",
+            ):
+                log.error("%s: slot %s: failed: run process exited with code %s", child.app, child.slot, code)
+        self.children = alive
+
+    def _expire_stale_claims(self, now: datetime) -> None:
+        mine = {(c.app, c.slot) for c in self.children}
+        for row in slots.stale_claims(self.ctx.engine, now):
+            if row.application_name in self.workflows and (row.application_name, row.slot) not in mine:
+                reason = f"no run was created within {slots.FIRING_TIMEOUT} of the claim by {row.fired_by}"
+                if slots.mark_failed(self.ctx.engine, row.application_name, row.slot, reason):
+                    log.error("%s: slot %s: failed: %s", row.application_name, row.slot.isoformat(), reason)
 
     def _last_slot(self, app: str) -> datetime | None:
         with read_tx(self.ctx.engine) as conn:
@@ -190,8 +266,7 @@ class Scheduler:
 
     def _running(self, app: str) -> bool:
         """Is the previous scheduled run of ``app`` still running (ours, or another scheduler's)?"""
-        self.children[app] = [c for c in self.children[app] if c.poll() is None]
-        if self.children[app]:
+        if any(c.app == app and c.process.poll() is None for c in self.children):
             return True
         with read_tx(self.ctx.engine) as conn:
             latest = conn.execute(
@@ -218,38 +293,47 @@ class Scheduler:
 
 
 class SubprocessLauncher:
-    """Each fired run is an ``executioner run`` process in its own session, its output in a log file."""
+    """Each fired run is an ``executioner run`` process in its own session (a scheduler restart never
+    interrupts a pipeline). Its output goes where the scheduler's goes (journald, compose logs)."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, triggered_by: str = TRIGGERED_BY, stdout: Any = None) -> None:
         self.ctx = ctx
-        self.logs = ctx.settings.home / "scheduler-logs"
+        self.triggered_by = triggered_by
+        self.stdout = stdout
 
-    def __call__(self, workflow: Workflow, slot: datetime) -> subprocess.Popen:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        stamp = slot.strftime("%Y%m%dT%H%M%SZ")
-        env = {**os.environ, **_settings_env(self.ctx)}
-        with open(self.logs / f"{workflow.application_name}-{stamp}.log", "ab") as out:
-            return subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "orchestrator.cli",
-                    "run",
-                    str(Path(workflow.source).resolve()),
-                    "--triggered-by",
-                    TRIGGERED_BY,
-                    "--trigger-reason",
-                    f"cron {workflow.schedule.cron} slot {slot.isoformat()}",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # a scheduler restart never interrupts a pipeline
-            )
+    def argv(self, workflow: Workflow, interval: Interval, extra: list[str] | None = None) -> list[str]:
+        from orchestrator.launch import SlotRequest, slot_to_json
+
+        slot = interval.end
+        how = f"cron {workflow.schedule.cron}" if workflow.schedule else self.triggered_by
+        return [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "run",
+            str(Path(workflow.source).resolve()),
+            "--triggered-by",
+            self.triggered_by,
+            "--trigger-reason",
+            f"{how} slot {slot.isoformat()}",
+            "--slot",
+            slot_to_json(SlotRequest(workflow.application_name, interval)),
+            *(extra or []),
+        ]
+
+    def __call__(
+        self, workflow: Workflow, interval: Interval, extra: list[str] | None = None
+    ) -> subprocess.Popen:
+        return subprocess.Popen(
+            self.argv(workflow, interval, extra),
+            stdin=subprocess.DEVNULL,
+            stdout=self.stdout,
+            env={**os.environ, **settings_env(self.ctx)},
+            start_new_session=True,
+        )
 
 
-def _settings_env(ctx: Context) -> dict[str, str]:
+def settings_env(ctx: Context) -> dict[str, str]:
     s = ctx.settings
     env = {"EXECUTIONER_HOME": str(s.home), "EXECUTIONER_DATABASE_URL": s.database_url}
     if s.broker_url:

@@ -56,6 +56,27 @@ def ds_add(value: str, days: int) -> str:
     return (date.fromisoformat(value) + timedelta(days=int(days))).isoformat()
 
 
+class IsoDatetime(datetime):
+    """A datetime that renders as ISO 8601 (``2026-11-27T02:00:00+01:00``), not ``str()``'s space."""
+
+    def __str__(self) -> str:
+        return self.isoformat()
+
+
+def iso_datetime(value: datetime) -> IsoDatetime:
+    return IsoDatetime(
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond,
+        value.tzinfo,
+        fold=value.fold,
+    )
+
+
 def template_context(
     *,
     run_id: int,
@@ -68,9 +89,9 @@ def template_context(
     return {
         "params": params,
         "run_id": run_id,
-        "logical_date": logical_date,
-        "data_interval_start": data_interval_start,
-        "data_interval_end": data_interval_end,
+        "logical_date": iso_datetime(logical_date),
+        "data_interval_start": iso_datetime(data_interval_start),
+        "data_interval_end": iso_datetime(data_interval_end),
         "ds": ds(logical_date),
         "ds_nodash": ds_nodash(logical_date),
         "ts": ts(logical_date),

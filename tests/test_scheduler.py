@@ -46,8 +46,8 @@ class FakeLauncher:
         self.fired: list[tuple[str, datetime]] = []
         self.runs: list[FakeRun] = []
 
-    def __call__(self, workflow, slot):
-        self.fired.append((workflow.application_name, slot))
+    def __call__(self, workflow, interval):
+        self.fired.append((workflow.application_name, interval.end))
         run = FakeRun()
         self.runs.append(run)
         return run
@@ -210,7 +210,7 @@ def test_two_schedulers_on_celery_run_a_per_minute_workflow_once_per_slot(
                 t.start()
             for t in threads:
                 t.join()
-        children = [c for s in schedulers for cs in s.children.values() for c in cs]
+        children = [c.process for s in schedulers for c in s.children]
         assert len(children) == 3
         for child in children:
             assert child.wait(120) == 0

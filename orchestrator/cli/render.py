@@ -247,3 +247,46 @@ def manual(result, *, as_json: bool) -> None:
         return
     verb = {"mark_success": "marked SUCCESS", "rollback": "rolled back to PENDING"}[str(result.action)]
     line(f"run {result.run_id}: {verb}: {', '.join(result.job_ids)}")
+
+
+def schedules(data: dict, *, as_json: bool) -> None:
+    if as_json:
+        emit_json(data)
+        return
+    for wf in data["workflows"]:
+        where = f"{wf['schedule']} ({wf['timezone']})" if wf["schedule"] else "no schedule known"
+        line(f"{wf['application_name']}: {where}")
+        for n in wf["next"]:
+            line(f"  next {n['fires_at']}  processes [{n['data_interval_start']}, {n['data_interval_end']})")
+        for s in wf["last"]:
+            run = f" run {s['run_id']} {s['run_status'] or ''}".rstrip() if s["run_id"] else ""
+            why = f": {s['reason']}" if s["reason"] else ""
+            line(f"  slot {s['slot']}  {s['outcome']}{run}{why}")
+
+
+def backfill_progress(work, what: str) -> None:
+    """One line per slot event, as a backfill goes (stdout is for the summary; this is progress)."""
+    run = f" run {work.run_id}" if work.run_id else ""
+    status = f" {work.status}" if work.status else ""
+    reason = f" ({work.reason})" if work.reason else ""
+    click.echo(
+        f"slot {work.ds} [{work.interval.logical_date.isoformat()}]: {what}{run}{status}{reason}", err=True
+    )
+
+
+def backfill(result, *, as_json: bool, dry_run: bool) -> None:
+    data = result.as_dict()
+    if as_json:
+        emit_json({**data, "dry_run": dry_run})
+        return
+    rows = [
+        [s["ds"], s["logical_date"], s["action"], s["run_id"], s["status"], s["reason"]]
+        for s in data["slots"]
+    ]
+    title = f"backfill of {data['application_name']}" + (" (dry run: nothing was written)" if dry_run else "")
+    table(["ds", "logical date", "action", "run", "status", "note"], rows, title=title)
+    if not dry_run:
+        line(
+            ", ".join(f"{n} {k}" for k, n in sorted(data["counts"].items()))
+            + (" — interrupted" if data["interrupted"] else "")
+        )

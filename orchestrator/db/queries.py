@@ -186,3 +186,15 @@ def try_outputs(conn: Connection, run_id: int, job_id: str, attempt_id: int | No
             .order_by(job_tries.c.try_number)
         )
     )
+
+
+def latest_statuses(conn: Connection, run_ids: list[int]) -> dict[int, str]:
+    """The latest attempt's status of each run (one query)."""
+    if not run_ids:
+        return {}
+    rows = conn.execute(
+        select(attempts.c.run_id, attempts.c.status)
+        .where(attempts.c.run_id.in_(run_ids))
+        .order_by(attempts.c.run_id, attempts.c.attempt_id)
+    )
+    return {run_id: status for run_id, status in rows}
