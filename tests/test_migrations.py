@@ -78,3 +78,81 @@ def test_a_database_from_a_later_release_is_refused_in_one_line(tmp_path):
         conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     with pytest.raises(UserError, match="newer than this version"):
         ensure_schema(engine)
+
+
+def test_0004_upgrades_a_database_that_already_holds_runs(home, empty_database, work):
+    """A run recorded by the previous release reads as no parameters, logical date = its creation,
+    and resumes (its jobs render and get EXECUTIONER_LOGICAL_DATE)."""
+    from datetime import UTC, datetime
+
+    from conftest import Cli
+    from sqlalchemy import insert
+
+    from orchestrator.db.schema import attempts, job_runs, runs
+    from orchestrator.loader import workflow_from_data
+
+    cli = Cli(work.root, {"EXECUTIONER_HOME": str(home)})
+    engine = make_engine(empty_database)
+    created = datetime(2026, 11, 1, 3, tzinfo=UTC)
+    out = work.root / "date"
+    wf = workflow_from_data(
+        {
+            "application_name": "old",
+            "jobs": [{"id": "a", "command": f'echo "$EXECUTIONER_LOGICAL_DATE" > {out}'}],
+        }
+    )
+    try:
+        upgrade(engine, "0003")
+        with engine.begin() as conn:
+            conn.execute(
+                insert(runs).values(
+                    run_id=1,
+                    application_name="old",
+                    created_at=created,
+                    created_by="me",
+                    epoch=1,
+                    lock_kind="sql",
+                )
+            )
+            conn.execute(
+                insert(attempts).values(
+                    run_id=1,
+                    attempt_id=1,
+                    application_name="old",
+                    status="FAILED",
+                    start_time=created,
+                    end_time=created,
+                    total_jobs=1,
+                    successful_jobs=0,
+                    failed_jobs=1,
+                    skipped_jobs=0,
+                    config_hash=wf.config_hash,
+                    workflow_snapshot=wf.snapshot(),
+                    triggered_by="cli",
+                    host="h",
+                    user="u",
+                    pid=1,
+                    executor="local",
+                    request={},
+                    changes=[],
+                    forced=False,
+                    epoch=1,
+                )
+            )
+            conn.execute(
+                insert(job_runs).values(
+                    run_id=1, attempt_id=1, job_id="a", status="FAILED", exit_code=1, retry_count=0
+                )
+            )
+        assert cli("db", "upgrade", env={"EXECUTIONER_DATABASE_URL": empty_database}).code == 0
+        env = {"EXECUTIONER_DATABASE_URL": empty_database}
+        st = cli("status", 1, "--json", env=env).json()
+        assert st["params"] == {} and st["logical_date"] == created.isoformat()
+        assert cli("runs", "--json", env=env).json()["runs"][0]["params"] == {}
+        r = cli("resume", 1, "--json", env=env)
+        assert r.code == 0 and r.json()["status"] == "SUCCESS", r
+        assert out.read_text().strip() == created.isoformat()
+        rows = cli("history", 1, "--json", env=env).json()["rows"]
+        assert [(x["attempt_id"], x["command"]) for x in rows] == [(1, None), (2, wf.jobs["a"].command)]
+    finally:
+        engine.dispose()

@@ -544,7 +544,7 @@ def backfill(
             stop = threading.Event()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: stop.set())
-            result = run_backfill(c, request, stop, None if as_json else render.backfill_progress)
+            result = run_backfill(c, request, stop, render.backfill_progress)  # stderr: --json stays clean
     render.backfill(result, as_json=as_json, dry_run=dry_run)
     sys.exit(0 if dry_run else result.exit_code)
 

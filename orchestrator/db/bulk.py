@@ -8,10 +8,11 @@ type's own bind processor, so what is stored is exactly what SQLAlchemy would st
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import JSON, Connection, Table
 
 
 def _marker(conn: Connection) -> str:
@@ -19,7 +20,14 @@ def _marker(conn: Connection) -> str:
 
 
 def _processors(conn: Connection, table: Table, columns: Sequence[str]) -> list:
-    return [table.c[name].type.bind_processor(conn.dialect) for name in columns]
+    # JSON is serialized here for every driver: psycopg's own JSON adaptation is SQLAlchemy's (through
+    # bind casts), which a raw executemany bypasses; a JSON text literal works everywhere.
+    return [
+        json.dumps
+        if isinstance(table.c[name].type, JSON)
+        else table.c[name].type.bind_processor(conn.dialect)
+        for name in columns
+    ]
 
 
 def _row(values: Iterable[Any], processors: list) -> tuple:
