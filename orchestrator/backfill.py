@@ -187,7 +187,7 @@ def run_backfill(
             work = pending.pop(0)
             process = _start(ctx, backfill.workflow, work, launcher, extra, request)
             if process is None:
-                report(work, "taken")
+                report(work, "not started")
                 continue
             active.append((work, process))
             report(work, "started")
@@ -221,9 +221,10 @@ def _start(
         return None
     try:
         return launcher(workflow, work.interval, extra)
-    except Exception as exc:
+    except OSError as exc:  # no process, no run: the slot says why, the backfill goes on
         slots.mark_failed(ctx.engine, app, slot, f"could not start the run: {exc}")
-        raise
+        work.action, work.reason = Action.REPORT, f"could not start the run: {exc}"
+        return None
 
 
 def _run_flags(request: BackfillRequest) -> list[str]:

@@ -155,7 +155,10 @@ def start_run(
         return _start(ctx, request, reporter, on_start)
     except BaseException as exc:  # the claimed slot says why it has no run (no-op once it fired)
         reason = "; ".join(exc.lines()) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
-        mark_failed(ctx.engine, request.slot.application_name, request.slot.slot, reason or "interrupted")
+        try:
+            mark_failed(ctx.engine, request.slot.application_name, request.slot.slot, reason or "interrupted")
+        except Exception:  # the history is unreachable: the claim expires (orchestrator.slots); the
+            pass  # original error is the one to report
         raise
 
 

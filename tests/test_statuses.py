@@ -65,3 +65,9 @@ def test_attempt_outcome_rules():
 
 def test_failure_statuses():
     assert {s for s in JobStatus if s.is_failure} == {JobStatus.FAILED, JobStatus.ERROR, JobStatus.TIMEOUT}
+
+
+def test_the_cli_spells_the_attempt_statuses_this_module_owns():
+    from orchestrator.cli.main import ATTEMPT_STATUSES
+
+    assert set(ATTEMPT_STATUSES) == {str(s) for s in AttemptStatus}
