@@ -6,6 +6,7 @@ attempt exists, so they write nothing; the attempt row appears with its first di
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -155,10 +156,10 @@ def start_run(
         return _start(ctx, request, reporter, on_start)
     except BaseException as exc:  # the claimed slot says why it has no run (no-op once it fired)
         reason = "; ".join(exc.lines()) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
-        try:
+        # If the history is unreachable the claim expires (orchestrator.slots); the original error
+        # is the one to report.
+        with contextlib.suppress(Exception):
             mark_failed(ctx.engine, request.slot.application_name, request.slot.slot, reason or "interrupted")
-        except Exception:  # the history is unreachable: the claim expires (orchestrator.slots); the
-            pass  # original error is the one to report
         raise
 
 
