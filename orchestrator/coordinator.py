@@ -70,6 +70,7 @@ class AttemptOutcome:
     totals: Totals | None = None
     cancelled_by: str | None = None
     warnings: list[str] = field(default_factory=list)  # e.g. resume: the workflow file changed
+    inputs: Any = None  # the run's RunInputs (parameters, logical date), shown by --json
 
     @property
     def failed(self) -> bool:

@@ -390,4 +390,6 @@ def _drive(
     )
     if on_start is not None:
         on_start(coordinator)
-    return coordinator.run()
+    outcome = coordinator.run()
+    outcome.inputs = start.inputs
+    return outcome

@@ -5,6 +5,7 @@ executor matters; SQLite and PostgreSQL everywhere."""
 from __future__ import annotations
 
 import json
+import signal
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -59,6 +60,7 @@ def test_templates_parameters_and_the_job_environment_on_both_executors(ex, work
     assert refused.code == 2 and "parameters belong to the run" in refused.err
     again = ex("resume", 1, "--json", env={"PINNED": "two"})  # another shell, another value
     assert again.code == 0 and again.json()["status"] == "SUCCESS", again
+    assert again.json()["params"] == {"n": 3} and again.json()["ds"] == "2026-11-27"
     # same date, same parameters, same pinned value (OTHER was only in the first shell)
     assert out.read_text().splitlines()[-1] == line.replace("other=x", "other=unset")
     st = ex("status", 1, "--json").json()
@@ -139,6 +141,28 @@ def test_a_failed_backfilled_run_resumed_processes_the_same_date(cli, work):
     assert out.read_text().split() == ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-02"]
     runs = cli("runs", "--json").json()["runs"]
     assert len(runs) == 3 and all(r["status"] == "SUCCESS" for r in runs)
+
+
+def test_ctrl_c_stops_a_backfill_and_cancels_its_running_run(cli, work):
+    started = work.root / "started"
+    wf = work.workflow(
+        [{"id": "a", "command": f"echo {{{{ ds }}}} >> {started}; sleep 60"}], name="slow.yaml"
+    )
+    proc = cli.popen(
+        "backfill", wf, "--start", "2026-01-01", "--end", "2026-01-04", "--every", "1d", "--json"
+    )
+    deadline = datetime.now(UTC) + timedelta(seconds=60)
+    while not started.exists() and datetime.now(UTC) < deadline:
+        threading.Event().wait(0.1)
+    assert started.exists(), proc.stderr.read() if proc.poll() is not None else "no run started"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    data = json.loads(out)
+    assert data["interrupted"] and data["slots"][0]["status"] == "CANCELLED"
+    assert started.read_text().split() == ["2026-01-01"]  # nothing more was started
+    runs = cli("runs", "--json").json()["runs"]
+    assert [r["status"] for r in runs] == ["CANCELLED"]
 
 
 def test_two_backfills_of_one_range_at_once_give_one_run_per_slot(cli, work):

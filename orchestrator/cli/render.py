@@ -63,6 +63,7 @@ def outcome(result, *, as_json: bool) -> None:
         "status": str(result.status),
         "jobs": {j: o.as_dict() for j, o in result.jobs.items()},
         "warnings": result.warnings,
+        **(result.inputs.as_dict() if result.inputs is not None else {}),
     }
     if as_json:
         emit_json(data)
