@@ -60,6 +60,22 @@ class RunInputs:
         """What ``--json`` shows of a run's inputs (pass_env values are not secrets: see loader)."""
         return {"params": self.params, **self.interval.as_dict(), "ds": self.ds}
 
+    def values_for(self, workflow: Workflow) -> dict[str, Any]:
+        """The run's value of each parameter ``workflow`` declares. A parameter declared since the
+        run began (a resume with ``-c``) gets its default; a required one without is refused."""
+        values = {}
+        for name, spec in workflow.params.items():
+            if name in self.params:
+                values[name] = self.params[name]
+            elif spec.required and spec.default is None:
+                raise UserError(
+                    f"{workflow.source}: parameter {name!r} is new and required, and parameters belong to "
+                    "the run: start a new run"
+                )
+            else:
+                values[name] = spec.default
+        return values
+
     def job_env(self, workflow: Workflow) -> dict[str, str]:
         """The ``EXECUTIONER_*`` variables every job of the run gets (ISO 8601, UTC)."""
         env = {
@@ -67,8 +83,9 @@ class RunInputs:
             "EXECUTIONER_DATA_INTERVAL_START": self.interval.start.astimezone(UTC).isoformat(),
             "EXECUTIONER_DATA_INTERVAL_END": self.interval.end.astimezone(UTC).isoformat(),
         }
+        values = self.values_for(workflow)
         for name, spec in workflow.params.items():
-            env[spec.env_name] = env_value(self.params.get(name))
+            env[spec.env_name] = env_value(values[name])
         return env
 
 
@@ -118,12 +135,13 @@ def runnable(workflow: Workflow, inputs: RunInputs, run_id: int) -> Workflow:
 
     A workflow without templates is returned as is (no copy: a 100,000-job workflow costs nothing).
     """
+    values = inputs.values_for(workflow)
     templated = [job for job in workflow.jobs.values() if _has_template(job)]
     if not templated:
         return workflow
     tz = ZoneInfo(inputs.timezone)
     try:
-        params = {n: template_value(s, inputs.params.get(n), tz) for n, s in workflow.params.items()}
+        params = {n: template_value(s, values[n], tz) for n, s in workflow.params.items()}
     except (ValueError, TypeError) as exc:
         raise UserError(f"run {run_id}: stored parameters cannot be read: {exc}") from None
     renderer = Renderer(

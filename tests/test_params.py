@@ -158,3 +158,28 @@ def test_new_run_inputs_capture_pass_env_and_refuse_bad_logical_dates():
     assert inputs.job_env(workflow)["EXECUTIONER_LOGICAL_DATE"] == "2026-11-27T00:00:00+00:00"
     with pytest.raises(UserError, match="--logical-date"):
         new_run_inputs(workflow, logical_date="not a date", environ={})
+
+
+def test_a_parameter_declared_after_the_run_began_gets_its_default_or_is_refused():
+    from orchestrator.run_inputs import runnable
+
+    inputs = new_run_inputs(wf({"n": {"type": "int", "default": 1}}), environ={})
+    later = workflow_from_data(
+        {
+            "application_name": "p",
+            "params": {"n": {"type": "int"}, "m": {"default": "x"}},
+            "jobs": [{"id": "a", "command": "echo {{ params.n }} {{ params.m }}"}],
+        },
+        "wf.yaml",
+    )
+    assert runnable(later, inputs, 1).jobs["a"].command == "echo 1 x"
+    required = workflow_from_data(
+        {
+            "application_name": "p",
+            "params": {"r": {"required": True}},
+            "jobs": [{"id": "a", "command": "true"}],
+        },
+        "wf.yaml",
+    )
+    with pytest.raises(UserError, match="'r' is new and required"):
+        runnable(required, inputs, 1)
