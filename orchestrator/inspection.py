@@ -14,6 +14,7 @@ from orchestrator.params import parse_datetime
 from orchestrator.planner import PlanRequest, plan
 from orchestrator.run_inputs import RunInputs, runnable, shown_command
 from orchestrator.settle import preview
+from orchestrator.state import derived_run_status
 from workers.secrets import mask_env
 from workers.statuses import AttemptStatus
 
@@ -42,7 +43,7 @@ def run_status(ctx: Context, run_id: int) -> dict[str, Any]:
     out = {
         "run_id": run_id,
         "application_name": record.run.application_name,
-        "status": view.status,
+        "status": derived_run_status(view.status, view.state, workflow.jobs, record.manual_after_last),
         **inputs.as_dict(),
         "pass_env": mask_env(inputs.pass_env),
         "created_at": iso(record.run.created_at),
@@ -114,6 +115,15 @@ def run_filter(application: str | None, status: str | None, logical_date: str | 
 def runs_list(ctx: Context, limit: int = 20, filters: RunFilter | None = None) -> dict[str, Any]:
     with read_tx(ctx.engine) as conn:
         rows = list_runs(conn, limit, filters)
+        for r in rows:
+            # A mark-success or rollback after the last attempt: the status derives from the
+            # effective states (SPEC). Rare, so read only those runs in full.
+            if r.pop("manual_after_last"):
+                record = load_run(conn, r["run_id"])
+                r["status"] = derived_run_status(
+                    r["status"], record.state, stored_workflow(record).jobs, True
+                )
+    wanted = filters.status if filters is not None else None
     return {
         "runs": [
             {
@@ -123,6 +133,7 @@ def runs_list(ctx: Context, limit: int = 20, filters: RunFilter | None = None) -
                 "params": r["params"] or {},
             }
             for r in rows
+            if wanted is None or r["status"] == wanted
         ]
     }
 

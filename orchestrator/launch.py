@@ -28,7 +28,7 @@ from orchestrator.reporting import Reporter
 from orchestrator.run_inputs import DRY_RUN_ID, RunInputs, new_run_inputs, runnable, shown_command
 from orchestrator.settle import load_settled
 from orchestrator.slots import mark_failed
-from orchestrator.state import RunState
+from orchestrator.state import RunState, derived_run_status
 from orchestrator.workflow import Workflow
 
 
@@ -271,7 +271,10 @@ def resume_run(
                 verdict.refusal_lines(),
             )
         if the_plan.nothing_to_do:
-            return NothingToDo(request.run_id, record.last_attempt.status, record.state, the_plan, warnings)
+            status = derived_run_status(
+                record.last_attempt.status, record.state, workflow.jobs, record.manual_after_last
+            )
+            return NothingToDo(request.run_id, status, record.state, the_plan, warnings)
         last = record.last_attempt
         start = AttemptStart(
             workflow=workflow,

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from workers.statuses import JobStatus
+from workers.statuses import EXIT_1_JOB_STATUSES, AttemptStatus, JobStatus, attempt_outcome
 
 
 class AuditAction(StrEnum):
@@ -111,3 +111,19 @@ def apply_audit(jobs: dict[str, JobState], audit: AuditFact) -> None:
             jobs[job_id] = JobState(JobStatus.SUCCESS, audit.attempt_id, marked=True)
         else:
             jobs[job_id] = PENDING
+
+
+def derived_run_status(
+    last_status: str, state: RunState, job_ids: Iterable[str], manual_after_last: bool
+) -> str:
+    """A run's status (SPEC, Statuses): its last attempt's, until a mark-success or rollback comes
+    after that attempt; then derived from the effective states of the workflow's jobs."""
+    if not manual_after_last or last_status == AttemptStatus.RUNNING:
+        return last_status
+    statuses = [state[j].status for j in job_ids]
+    return str(
+        attempt_outcome(
+            all_success=all(s is JobStatus.SUCCESS for s in statuses),
+            any_failure=any(s in EXIT_1_JOB_STATUSES for s in statuses),
+        )
+    )

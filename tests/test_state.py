@@ -45,3 +45,15 @@ def test_a_run_after_a_mark_overrides_it():
     audits = [AuditFact(1, 1, AuditAction.MARK_SUCCESS, ("a",))]
     state = derive_state([row(1, "a", S.FAILED, 1), row(2, "a", S.TIMEOUT)], audits)
     assert state["a"].status is S.TIMEOUT and not state["a"].marked
+
+
+def test_a_run_status_derives_from_effective_states_after_a_manual_action():
+    from orchestrator.state import JobState, RunState, derived_run_status
+
+    ok, failed = JobState(S.SUCCESS), JobState(S.FAILED)
+    state = RunState({"a": ok, "b": failed})
+    assert derived_run_status("FAILED", state, ["a", "b"], manual_after_last=False) == "FAILED"
+    assert derived_run_status("FAILED", state, ["a", "b"], manual_after_last=True) == "FAILED"
+    assert derived_run_status("FAILED", RunState({"a": ok, "b": ok}), ["a", "b"], True) == "SUCCESS"
+    assert derived_run_status("SUCCESS", RunState({"a": ok}), ["a", "b"], True) == "PARTIAL"  # b PENDING
+    assert derived_run_status("RUNNING", state, ["a", "b"], True) == "RUNNING"

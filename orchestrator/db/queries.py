@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Row, case, func, null, select, type_coerce
+from sqlalchemy import JSON, Connection, Row, case, func, null, or_, select, type_coerce
 
 from orchestrator.db.schema import attempts, audit_events, job_runs, job_tries, runs
 from orchestrator.errors import UnknownRunError
@@ -26,6 +26,7 @@ class RunRecord:
     attempts: list[Row]
     state: RunState
     last_snapshot: dict[str, Any] | None
+    manual_after_last: bool = False  # a mark-success or rollback came after the last attempt
 
     @property
     def run_id(self) -> int:
@@ -86,7 +87,9 @@ def load_run(conn: Connection, run_id: int) -> RunRecord:
         )
     ]
     snapshot = attempt_rows[-1].newest_snapshot if attempt_rows else None
-    return RunRecord(run, attempt_rows, derive_state(rows, audits), snapshot)
+    last = attempt_rows[-1].attempt_id if attempt_rows else 0
+    manual = any(a.attempt_id is None and a.after_attempt >= last for a in audits)
+    return RunRecord(run, attempt_rows, derive_state(rows, audits), snapshot, manual)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +107,17 @@ def list_runs(conn: Connection, limit: int, filters: RunFilter | None = None) ->
     # ``limit`` (no aggregate over every attempt of the history).
     other = attempts.alias()
     newest = select(func.max(other.c.attempt_id)).where(other.c.run_id == runs.c.run_id).scalar_subquery()
+    manual = (
+        select(audit_events.c.id)
+        .where(
+            audit_events.c.run_id == runs.c.run_id,
+            audit_events.c.attempt_id.is_(None),
+            audit_events.c.after_attempt >= attempts.c.attempt_id,
+        )
+        .exists()
+    )
     query = (
-        select(runs, attempts.c.attempt_id.label("n"), attempts.c.status)
+        select(runs, attempts.c.attempt_id.label("n"), attempts.c.status, manual.label("manual"))
         .select_from(
             runs.join(attempts, (attempts.c.run_id == runs.c.run_id) & (attempts.c.attempt_id == newest))
         )
@@ -114,8 +126,8 @@ def list_runs(conn: Connection, limit: int, filters: RunFilter | None = None) ->
     )
     if f.application_name is not None:
         query = query.where(runs.c.application_name == f.application_name)
-    if f.status is not None:
-        query = query.where(attempts.c.status == f.status)
+    if f.status is not None:  # a run with a manual action after its last attempt: judged by the caller
+        query = query.where(or_(attempts.c.status == f.status, manual))
     if f.ds is not None:
         query = query.where(runs.c.ds == f.ds)
     if f.logical_date is not None:
@@ -130,6 +142,7 @@ def list_runs(conn: Connection, limit: int, filters: RunFilter | None = None) ->
             "logical_date": r.logical_date,
             "ds": r.ds,
             "params": r.params,
+            "manual_after_last": bool(r.manual),
         }
         for r in conn.execute(query)
     ]
