@@ -7,7 +7,15 @@ from typing import Any
 
 from orchestrator.context import Context
 from orchestrator.db.engine import read_tx
-from orchestrator.db.queries import RunFilter, get_run, job_history, list_runs, load_run, try_outputs
+from orchestrator.db.queries import (
+    RunFilter,
+    audit_trail,
+    get_run,
+    job_history,
+    list_runs,
+    load_run,
+    try_outputs,
+)
 from orchestrator.errors import UnknownJobError, UserError
 from orchestrator.launch import stored_workflow
 from orchestrator.params import parse_datetime
@@ -195,3 +203,12 @@ def job_logs(ctx: Context, run_id: int, job_id: str, attempt_id: int | None = No
             for r in rows
         ],
     }
+
+
+def run_audit(ctx: Context, run_id: int) -> dict[str, Any]:
+    """Every manual or forcing action on the run, oldest first: mark-success, rollback (also those a
+    ``--from-job`` made), forced resumes; who (user@host), when, after which attempt."""
+    with read_tx(ctx.engine) as conn:
+        get_run(conn, run_id)
+        events = audit_trail(conn, run_id)
+    return {"run_id": run_id, "events": [{**e, "at": iso(e["at"])} for e in events]}

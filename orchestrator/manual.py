@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import insert
 
@@ -16,18 +16,24 @@ from orchestrator.errors import RefusedError, UnknownJobError
 from orchestrator.launch import stored_workflow
 from orchestrator.locks.base import LockOwner, RunHandle
 from orchestrator.settle import load_settled
-from orchestrator.state import AuditAction
-from workers.statuses import AttemptStatus
+from orchestrator.state import AuditAction, JobState
+from workers.statuses import AttemptStatus, JobStatus
 
 
 @dataclass(slots=True)
 class ManualResult:
     run_id: int
     action: AuditAction
-    job_ids: list[str]
+    job_ids: list[str]  # the jobs whose effective state it changed
+    unchanged: list[str] = field(default_factory=list)  # already so: repeating an action is a no-op
 
     def as_dict(self) -> dict:
-        return {"run_id": self.run_id, "action": str(self.action), "jobs": self.job_ids}
+        return {
+            "run_id": self.run_id,
+            "action": str(self.action),
+            "jobs": self.job_ids,
+            "unchanged": self.unchanged,
+        }
 
 
 def mark_success(
@@ -74,6 +80,12 @@ def _act(ctx, run_id, job_ids, action, what, choose, details) -> ManualResult:
         if unknown:
             raise UnknownJobError(run_id, unknown)
         chosen = choose(record, workflow.dag)
+        # Idempotent: a job already marked SUCCESS (or already PENDING, for a rollback) is left as
+        # it is and not recorded again; an action that changes nothing writes nothing.
+        done = [j for j in chosen if _already(record.state[j], action)]
+        chosen = [j for j in chosen if j not in done]
+        if not chosen:
+            return ManualResult(run_id, action, [], done)
         with write_tx(ctx.engine) as conn:
             check_epoch(conn, run_id, handle.epoch)
             conn.execute(
@@ -88,4 +100,10 @@ def _act(ctx, run_id, job_ids, action, what, choose, details) -> ManualResult:
                     details=details,
                 )
             )
-    return ManualResult(run_id, action, chosen)
+    return ManualResult(run_id, action, chosen, done)
+
+
+def _already(state: JobState, action: AuditAction) -> bool:
+    if action is AuditAction.MARK_SUCCESS:
+        return state.marked and state.is_success
+    return state.status is JobStatus.PENDING

@@ -22,3 +22,24 @@ def test_a_run_status_follows_mark_success_and_rollback(cli, work):
     assert cli("runs", "--json").json()["runs"][0]["status"] == "PARTIAL"
     again = cli("resume", 1, "--json")  # b fails again: the new attempt's status is the run's
     assert again.code == 1 and cli("status", 1, "--json").json()["status"] == "FAILED"
+
+
+def test_audit_shows_who_did_what_and_a_repeated_mark_is_idempotent(cli, work):
+    wf = work.workflow([work.job("a", command="exit 1"), work.job("b", ["a"])])
+    assert cli("run", wf).code == 1
+    first = cli("mark-success", 1, "a", "--json")
+    assert first.code == 0 and first.json()["jobs"] == ["a"]
+    again = cli("mark-success", 1, "a", "--json")
+    assert again.code == 0 and again.json()["jobs"] == [] and again.json()["unchanged"] == ["a"]
+    assert cli("rollback", 1, "b").code == 0  # b was UPSTREAM_FAILED: back to PENDING
+    assert cli("rollback", 1, "b", "--json").json()["unchanged"] == ["b"]  # already PENDING
+    wf.write_text(wf.read_text().replace("exit 1", "exit 0"))
+    assert cli("resume", 1, "-c", wf, "--force").code == 0
+    events = cli("audit", 1, "--json").json()["events"]
+    assert [e["action"] for e in events] == ["mark_success", "rollback", "forced_resume"]
+    mark = events[0]
+    assert mark["jobs"] == ["a"] and mark["after_attempt"] == 1 and "@" in mark["actor"] and mark["at"]
+    assert events[2]["attempt_id"] == 2 and events[2]["after_attempt"] == 1
+    text = cli("audit", 1)
+    assert text.code == 0 and "mark_success" in text.out and "forced_resume" in text.out
+    assert cli("audit", 99).code == 2

@@ -354,6 +354,18 @@ def runs(ctx, limit, application, status, logical_date, as_json) -> None:
 
 @cli.command()
 @click.argument("run_id", type=RUN_ID)
+@_json_option
+@click.pass_context
+def audit(ctx, run_id, as_json) -> None:
+    """Who marked, rolled back or force-resumed RUN_ID, from which host, when, after which attempt."""
+    from orchestrator.inspection import run_audit
+
+    with _context(ctx) as c:
+        render.audit(run_audit(c, run_id), as_json=as_json)
+
+
+@cli.command()
+@click.argument("run_id", type=RUN_ID)
 @click.option("--job", "job_id", help="Only this job.")
 @_json_option
 @click.pass_context

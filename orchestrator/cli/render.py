@@ -247,7 +247,10 @@ def manual(result, *, as_json: bool) -> None:
         emit_json(result.as_dict())
         return
     verb = {"mark_success": "marked SUCCESS", "rollback": "rolled back to PENDING"}[str(result.action)]
-    line(f"run {result.run_id}: {verb}: {', '.join(result.job_ids)}")
+    if result.job_ids:
+        line(f"run {result.run_id}: {verb}: {', '.join(result.job_ids)}")
+    if result.unchanged:
+        line(f"run {result.run_id}: already {verb.split()[-1]}, unchanged: {', '.join(result.unchanged)}")
 
 
 def schedules(data: dict, *, as_json: bool) -> None:
@@ -291,3 +294,24 @@ def backfill(result, *, as_json: bool, dry_run: bool) -> None:
             ", ".join(f"{n} {k}" for k, n in sorted(data["counts"].items()))
             + (" — interrupted" if data["interrupted"] else "")
         )
+
+
+def audit(data: dict, *, as_json: bool) -> None:
+    if as_json:
+        emit_json(data)
+        return
+    table(
+        ["when", "action", "jobs", "who", "after attempt", "details"],
+        [
+            [
+                e["at"],
+                e["action"],
+                ", ".join(e["jobs"]),
+                e["actor"],
+                e["after_attempt"],
+                " ".join(f"{k}={v}" for k, v in e["details"].items() if v not in (None, False, [], {})),
+            ]
+            for e in data["events"]
+        ],
+        title=f"run {data['run_id']} audit trail",
+    )

@@ -211,3 +211,43 @@ def latest_statuses(conn: Connection, run_ids: list[int]) -> dict[int, str]:
         .order_by(attempts.c.run_id, attempts.c.attempt_id)
     )
     return {run_id: status for run_id, status in rows}
+
+
+def audit_trail(conn: Connection, run_id: int) -> list[dict[str, Any]]:
+    """Audit records and forced attempts of a run, ordered as the history orders them (two queries)."""
+    events = [
+        {
+            "action": r.action,
+            "jobs": list(r.job_ids),
+            "actor": r.actor,
+            "at": r.at,
+            "after_attempt": r.after_attempt,
+            "attempt_id": r.attempt_id,
+            "details": dict(r.details or {}),
+            # Manual actions sit between attempts; those an attempt made (--from-job) start it.
+            "_order": (r.after_attempt, 1 if r.attempt_id is None else 2, r.id),
+        }
+        for r in conn.execute(select(audit_events).where(audit_events.c.run_id == run_id))
+    ]
+    forced = conn.execute(
+        select(
+            attempts.c.attempt_id, attempts.c.user, attempts.c.host, attempts.c.start_time, attempts.c.changes
+        ).where(attempts.c.run_id == run_id, attempts.c.forced.is_(True))
+    )
+    events += [
+        {
+            "action": "forced_resume",
+            "jobs": sorted({c.get("job") for c in (r.changes or []) if c.get("job")}),
+            "actor": f"{r.user}@{r.host}",
+            "at": r.start_time,
+            "after_attempt": r.attempt_id - 1,
+            "attempt_id": r.attempt_id,
+            "details": {"changes": len(r.changes or [])},
+            "_order": (r.attempt_id - 1, 2, 0),
+        }
+        for r in forced
+    ]
+    events.sort(key=lambda e: e["_order"])
+    for e in events:
+        del e["_order"]
+    return events
