@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from orchestrator.cancelling import CancelWatch
 from orchestrator.changes import Verdict, diff_workflows, judge_changes
 from orchestrator.context import Context
 from orchestrator.coordinator import AttemptOutcome, Coordinator
@@ -393,6 +394,11 @@ def _drive(
     )
     if on_start is not None:
         on_start(coordinator)
-    outcome = coordinator.run()
+
+    def ids() -> tuple[int | None, int | None]:
+        return coordinator.recorder.run_id, coordinator.recorder.attempt_id
+
+    with CancelWatch(ctx.engine, ids, coordinator.request_cancel):  # `executioner cancel`
+        outcome = coordinator.run()
     outcome.inputs = start.inputs
     return outcome

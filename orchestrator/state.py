@@ -18,6 +18,7 @@ from workers.statuses import EXIT_1_JOB_STATUSES, AttemptStatus, JobStatus, atte
 class AuditAction(StrEnum):
     MARK_SUCCESS = "mark_success"
     ROLLBACK = "rollback"
+    CANCEL = "cancel"  # a request to stop an attempt (``attempt_id``): no effect on job states
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,8 @@ def derive_state(rows: Iterable[JobRowFact], audits: Iterable[AuditFact]) -> Run
 
 
 def apply_audit(jobs: dict[str, JobState], audit: AuditFact) -> None:
+    if audit.action is AuditAction.CANCEL:
+        return  # the attempt it stopped recorded what it did to each job
     for job_id in audit.job_ids:
         if audit.action is AuditAction.MARK_SUCCESS:
             jobs[job_id] = JobState(JobStatus.SUCCESS, audit.attempt_id, marked=True)

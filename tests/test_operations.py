@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -43,3 +46,29 @@ def test_audit_shows_who_did_what_and_a_repeated_mark_is_idempotent(cli, work):
     text = cli("audit", 1)
     assert text.code == 0 and "mark_success" in text.out and "forced_resume" in text.out
     assert cli("audit", 99).code == 2
+
+
+def test_cancel_from_another_process_stops_a_live_run_on_both_executors(ex, work):
+    started = work.root / "started"
+    wf = work.workflow(
+        [
+            {"id": "slow", "command": f"touch {started}; sleep 60"},
+            {"id": "after", "command": "true", "dependencies": ["slow"]},
+        ]
+    )
+    run = ex.popen("run", wf, "--json")
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert started.exists()
+    r = ex("cancel", 1, "--wait", "--json", "--timeout", "60")
+    assert r.code == 0 and r.json()["status"] == "CANCELLED" and r.json()["how"] == "requested", r
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 130, err
+    jobs = json.loads(out)["jobs"]
+    assert jobs["slow"]["status"] == "CANCELLED" and jobs["after"]["status"] == "CANCELLED"
+    events = ex("audit", 1, "--json").json()["events"]
+    assert [(e["action"], e["attempt_id"]) for e in events] == [("cancel", 1)]
+    again = ex("cancel", 1)
+    assert again.code == 2 and "not running" in again.err
+    assert ex("cancel", 42).code == 2

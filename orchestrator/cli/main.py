@@ -354,6 +354,20 @@ def runs(ctx, limit, application, status, logical_date, as_json) -> None:
 
 @cli.command()
 @click.argument("run_id", type=RUN_ID)
+@click.option("--wait", is_flag=True, help="Wait until the run has stopped.")
+@click.option("--timeout", default=600, show_default=True, type=click.IntRange(1, 86400), help="With --wait.")
+@_json_option
+@click.pass_context
+def cancel(ctx, run_id, wait, timeout, as_json) -> None:
+    """Stop RUN_ID from any machine: its coordinator kills the jobs and records CANCELLED (audited)."""
+    from orchestrator.cancelling import cancel_run
+
+    with _context(ctx) as c:
+        render.cancelled(cancel_run(c, run_id, wait=wait, timeout=timeout), as_json=as_json)
+
+
+@cli.command()
+@click.argument("run_id", type=RUN_ID)
 @_json_option
 @click.pass_context
 def audit(ctx, run_id, as_json) -> None:

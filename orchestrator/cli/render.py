@@ -315,3 +315,20 @@ def audit(data: dict, *, as_json: bool) -> None:
         ],
         title=f"run {data['run_id']} audit trail",
     )
+
+
+def cancelled(result, *, as_json: bool) -> None:
+    if as_json:
+        emit_json(result.as_dict())
+        return
+    head = f"run {result.run_id} attempt {result.attempt_id}"
+    if result.how == "settled" and result.status == "RUNNING":
+        line(
+            f"{head}: no live coordinator, jobs still run; `executioner resume {result.run_id}` awaits them"
+        )
+    elif result.how == "settled":
+        line(f"{head}: no live coordinator; settled as {result.status}")
+    elif result.status == "RUNNING":
+        line(f"{head}: cancel requested; its coordinator stops it within seconds")
+    else:
+        line(f"{head}: {result.status}")
