@@ -14,7 +14,6 @@ from orchestrator.db.queries import (
     job_history,
     list_runs,
     load_run,
-    try_outputs,
 )
 from orchestrator.errors import UnknownJobError, UserError
 from orchestrator.launch import stored_workflow
@@ -176,33 +175,6 @@ def run_history(ctx: Context, run_id: int, job_id: str | None = None) -> dict[st
             }
         )
     return {"run_id": run_id, **RunInputs.from_row(run).as_dict(), "rows": out}
-
-
-def job_logs(ctx: Context, run_id: int, job_id: str, attempt_id: int | None = None) -> dict[str, Any]:
-    """The stored output of each ended try of ``job_id`` (of ``attempt_id``, else of its latest)."""
-    with read_tx(ctx.engine) as conn:
-        record = load_run(conn, run_id)
-        rows = try_outputs(conn, run_id, job_id, attempt_id)
-    if not rows and (record.last_snapshot is None or job_id not in stored_workflow(record).jobs):
-        raise UnknownJobError(run_id, [job_id])
-    return {
-        "run_id": run_id,
-        "job_id": job_id,
-        "status": str(record.state[job_id].status),
-        "tries": [
-            {
-                "attempt_id": r.attempt_id,
-                "try": r.try_number,
-                "status": r.status,
-                "exit_code": r.exit_code,
-                "worker": r.worker,
-                "error": r.error,
-                "stdout": r.stdout_tail or "",
-                "stderr": r.stderr_tail or "",
-            }
-            for r in rows
-        ],
-    }
 
 
 def run_audit(ctx: Context, run_id: int) -> dict[str, Any]:

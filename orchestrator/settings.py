@@ -30,6 +30,7 @@ ENVIRONMENT_VARIABLES = (
     "EXECUTIONER_SECRET_KEY",
     "EXECUTIONER_SECRET_KEY_FILE",
     "EXECUTIONER_SECRET_NAMES",
+    "EXECUTIONER_LOG_STORE",
     "FLOWER_BASIC_AUTH",
 )
 
@@ -84,6 +85,7 @@ class Settings:
                 env,
                 broker_url=given.pop("broker_url", None),
                 result_backend=given.pop("result_backend", None),
+                home=str(home),
             )
             lease_ttl = seconds(env, "EXECUTIONER_LEASE_TTL", 30.0)
             flush_interval = seconds(env, "EXECUTIONER_FLUSH_INTERVAL", cls.flush_interval)

@@ -161,7 +161,11 @@ def shared_workers(shared_redis, tmp_path_factory):
     from support import Worker
 
     logs = tmp_path_factory.mktemp("workers")
-    env = {"EXECUTIONER_HEARTBEAT_INTERVAL": "1", "EXECUTIONER_HEARTBEAT_TTL": "4"}
+    env = {
+        "EXECUTIONER_HEARTBEAT_INTERVAL": "1",
+        "EXECUTIONER_HEARTBEAT_TTL": "4",
+        "EXECUTIONER_HOME": str(logs / "home"),  # the workers' log store: <home>/logs on this machine
+    }
     workers = [
         Worker(shared_redis.url, logs, "w1", "--concurrency", "2", env=env),
         Worker(shared_redis.url, logs, "w2", "--concurrency", "2", "-Q", "default,special", env=env),

@@ -95,7 +95,10 @@ def test_giving_up_stops_cleanly_and_resume_records_what_finished(cli, work, hom
     assert rows[(1, "a")]["status"] == "SUCCESS" and rows[(1, "a")]["exit_code"] == 0
     # b ran once: in attempt 2, or already in attempt 1 if it was dispatched before the outage was
     # noticed (then recorded from the journal too, and the attempt settled SUCCESS).
-    assert [k for k, r in rows.items() if k[1] == "b" and r["status"] == "SUCCESS"] in ([(1, "b")], [(2, "b")])
+    assert [k for k, r in rows.items() if k[1] == "b" and r["status"] == "SUCCESS"] in (
+        [(1, "b")],
+        [(2, "b")],
+    )
     assert cli("status", 1, "--json").json()["status"] == "SUCCESS"
 
 

@@ -72,3 +72,48 @@ def test_cancel_from_another_process_stops_a_live_run_on_both_executors(ex, work
     again = ex("cancel", 1)
     assert again.code == 2 and "not running" in again.err
     assert ex("cancel", 42).code == 2
+
+
+def test_logs_read_whole_outputs_from_the_store_on_both_executors(ex, work):
+    wf = work.workflow(
+        [
+            {
+                "id": "big",
+                "command": "head -c 5000000 /dev/zero | tr '\\0' z; echo; echo done >&2; exit 1",
+                "max_retries": 1,
+            }
+        ]
+    )
+    assert ex("run", wf).code == 1
+    r = ex("logs", 1, "big")
+    assert r.code == 0, r
+    assert r.out.count("=== attempt 1 try") == 2
+    assert ("z" * 5000000) in r.out and "[… " not in r.out
+    only = ex("logs", 1, "big", "--try", "2")
+    assert only.out.count("=== attempt 1 try 2") == 1 and "try 1" not in only.out
+    assert ex("logs", 1, "big", "--try", "3").code == 2
+    tail = ex("history", 1, "--json")  # the history keeps the marked tail
+    assert tail.code == 0
+
+
+def test_logs_of_a_job_that_has_not_run_and_follow_while_it_runs(cli, work):
+    gate = work.root / "gate"
+    wf = work.workflow(
+        [
+            {"id": "talk", "command": f"echo first; while [ ! -e {gate} ]; do sleep 0.05; done; echo second"},
+            {"id": "later", "command": "echo later", "dependencies": ["talk"]},
+        ]
+    )
+    run = cli.popen("run", wf)
+    deadline = time.monotonic() + 60
+    while cli("status", 1).code != 0 and time.monotonic() < deadline:  # the run exists from its start
+        time.sleep(0.1)
+    follower = cli.popen("logs", 1, "talk", "--follow")
+    line = follower.stdout.readline()  # pytest-timeout guards it
+    assert line.strip() == "first"  # seen while the job still runs (it waits for the gate)
+    waiting = cli("logs", 1, "later")
+    assert waiting.code == 0 and "PENDING, no output yet" in waiting.err
+    gate.touch()
+    out, err = follower.communicate(timeout=60)
+    assert out.strip() == "second" and "job talk: SUCCESS" in err
+    assert run.wait(60) == 0

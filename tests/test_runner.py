@@ -69,10 +69,12 @@ def test_stragglers_left_in_the_background_are_cleaned_up(tmp_path):
     assert not _alive(bg)
 
 
-def test_output_keeps_only_the_tail():
+def test_output_keeps_only_the_tail_marked_with_what_was_cut():
     r = run_job(task("head -c 300000 /dev/zero | tr '\\0' x; echo END"))
-    out = r.final.stdout_tail
-    assert len(out.encode()) <= OUTPUT_TAIL_BYTES and out.endswith("xEND\n")
+    marker, out = r.final.stdout_tail.split("\n", 1)
+    assert marker == f"[… {300004 - OUTPUT_TAIL_BYTES} bytes before]"
+    assert len(out.encode()) == OUTPUT_TAIL_BYTES and out.endswith("xEND\n")
+    assert r.final.stdout_bytes == 300004 and r.final.stderr_bytes == 0
 
 
 def test_retries_record_every_try_the_successful_one_included(tmp_path):

@@ -43,6 +43,7 @@ class WorkerRuntime:
         self._reaper_pid: int | None = None
         self.base_env = dict(os.environb)
         self.secret_patterns = secret_patterns()  # read once per worker, not per task
+        self.log_store = settings.make_log_store()
 
     @property
     def channel(self) -> Channel:
@@ -91,6 +92,7 @@ class WorkerRuntime:
             worker_name=worker,
             base_env=self.base_env,
             secret_patterns=self.secret_patterns,
+            log_store=self.log_store,
         )
 
         def stop(why: str) -> None:

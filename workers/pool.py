@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from workers.journal import Journal, dispatch_path
+from workers.logstore import LogStore, log_store
 from workers.reaper import Reaper
 from workers.runner import CancelToken, RunnerHooks, run_job
 from workers.spec import JobResult, JobTask, TryRecord
@@ -71,7 +72,14 @@ class ThreadPool:
 
 class Pool:
     def __init__(
-        self, journal: Journal, run_id: int, attempt_id: int, epoch: int, max_workers: int, out: BinaryIO
+        self,
+        journal: Journal,
+        run_id: int,
+        attempt_id: int,
+        epoch: int,
+        max_workers: int,
+        out: BinaryIO,
+        log_store: LogStore | None = None,
     ) -> None:
         self.journal, self.run_id, self.attempt_id, self.epoch = journal, run_id, attempt_id, epoch
         # Plain strings, computed once: building paths per job was a measurable share of its cost.
@@ -90,6 +98,7 @@ class Pool:
             reaper=Reaper(),  # this process adopts the jobs' orphans: none is left behind
             worker_name=self.worker,
             base_env=dict(os.environb),
+            log_store=log_store,
         )
         self.threads = ThreadPool(max_workers, self._run)
         self._files: dict[tuple[str, int], int] = {}  # dispatch -> open journal fd (its own thread)
@@ -184,7 +193,10 @@ class Pool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    root, run_id, attempt_id, epoch, max_workers = (argv or sys.argv[1:])[:5]
+    args = argv or sys.argv[1:]
+    root, run_id, attempt_id, epoch, max_workers = args[:5]
+    # The coordinator's log store (EXECUTIONER_LOG_STORE and home, resolved there: see LocalExecutor).
+    store = log_store(args[5] or None, Path(args[6])) if len(args) >= 7 else None
     journal = Journal(Path(root))
     folder = journal.prepare(int(run_id), int(attempt_id))
     logging.basicConfig(
@@ -196,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     # pool itself cancels its jobs (they are recorded CANCELLED) rather than orphaning them.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     out = sys.stdout.buffer
-    pool = Pool(journal, int(run_id), int(attempt_id), int(epoch), int(max_workers), out)
+    pool = Pool(journal, int(run_id), int(attempt_id), int(epoch), int(max_workers), out, store)
     signal.signal(signal.SIGTERM, lambda *_: pool.cancel.cancel())
     out.write(READY + b" %d\n" % WIRE_VERSION)
     out.flush()

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from workers.logstore import LogStore, Masker, TryLog, try_key
 from workers.reaper import Reaper, marks
 from workers.retry import decide
 from workers.secrets import REF, is_ref, mask_output, secret_names, secret_patterns, secret_values
@@ -78,6 +79,8 @@ class RunnerHooks:
     # The environment jobs start from (default: this process's, read per job). Executors read it
     # once: decoding os.environ for every one of thousands of jobs is measurable.
     base_env: dict[bytes, bytes] | None = None  # bytes: subprocess need not encode it per job
+    # Where each try's complete output goes (workers.logstore); None: only the tail is kept.
+    log_store: LogStore | None = None
 
 
 def run_job(task: JobTask, hooks: RunnerHooks | None = None) -> JobResult:
@@ -154,6 +157,7 @@ def run_try(task: JobTask, try_number: int, hooks: RunnerHooks, worker: str) -> 
         return ended(JobStatus.ERROR, error=str(exc))
     names = secret_names(task.env, hooks.secret_patterns) if task.env else ()
     secrets = secret_values(env, names) if names else ()
+    log, key = _open_log(hooks.log_store, task, try_number, secrets)
     # Plain pipes rather than subprocess.PIPE: the runner reads raw fds, no file objects needed.
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -174,6 +178,8 @@ def run_try(task: JobTask, try_number: int, hooks: RunnerHooks, worker: str) -> 
     except (OSError, ValueError) as exc:  # ValueError: e.g. an embedded NUL the loader let through
         os.close(out_r)
         os.close(err_r)
+        if log is not None:
+            log.close()
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return ended(JobStatus.ERROR, error=f"could not start {argv[0]!r}: {reason}")
     finally:
@@ -182,10 +188,11 @@ def run_try(task: JobTask, try_number: int, hooks: RunnerHooks, worker: str) -> 
     if hooks.on_try_start:
         hooks.on_try_start(task, try_number, proc.pid, start)
     try:
-        outcome = _supervise(proc, out_r, err_r, task.timeout, hooks.cancel)
+        outcome = _supervise(proc, out_r, err_r, task.timeout, hooks.cancel, log)
     finally:
         if reaper is not None:
             reaper.leader_waited(proc.pid)
+        uri = _finish_log(hooks.log_store, key, log)
     if reaper is not None:  # orphans that left the group (setsid daemons) carry the try's marks
         reaper.kill(marks(task.run_id, task.attempt_id, task.job_id, try_number), KILL_GRACE_SECONDS)
     return ended(
@@ -193,9 +200,37 @@ def run_try(task: JobTask, try_number: int, hooks: RunnerHooks, worker: str) -> 
         outcome.exit_code,
         outcome.error,
         pid=proc.pid,
-        stdout_tail=_decode(mask_output(outcome.stdout, secrets) if secrets else outcome.stdout),
-        stderr_tail=_decode(mask_output(outcome.stderr, secrets) if secrets else outcome.stderr),
+        stdout_tail=_tail(
+            mask_output(outcome.stdout, secrets) if secrets else outcome.stdout, outcome.sizes[0]
+        ),
+        stderr_tail=_tail(
+            mask_output(outcome.stderr, secrets) if secrets else outcome.stderr, outcome.sizes[1]
+        ),
+        log_uri=uri,
+        stdout_bytes=outcome.sizes[0],
+        stderr_bytes=outcome.sizes[1],
     )
+
+
+def _open_log(store: LogStore | None, task: JobTask, try_number: int, secrets) -> tuple[TryLog | None, str]:
+    """The try's full log, if a store is set; a store that cannot be written never fails the job
+    (the tail in the history remains)."""
+    if store is None:
+        return None, ""
+    key = try_key(task.scope, task.run_id, task.attempt_id, task.job_id, try_number)
+    try:
+        return store.open_try(key, Masker(list(secrets)) if secrets else None), key
+    except OSError:
+        return None, key
+
+
+def _finish_log(store: LogStore | None, key: str, log: TryLog | None) -> str | None:
+    if store is None or log is None:
+        return None
+    try:
+        return store.finish(key, log)
+    except OSError:
+        return None
 
 
 @dataclass(slots=True)
@@ -205,14 +240,56 @@ class _Outcome:
     error: str | None
     stdout: bytearray
     stderr: bytearray
+    sizes: tuple[int, int] = (0, 0)  # bytes written to each stream in all
+
+
+class _Capture:
+    """The output of a try: the tail of each stream, its total size, and the full log if kept."""
+
+    __slots__ = ("buffers", "log", "sizes", "streams")
+
+    def __init__(self, out_fd: int, err_fd: int, log: TryLog | None) -> None:
+        self.buffers = {out_fd: bytearray(), err_fd: bytearray()}
+        self.streams = {out_fd: 0, err_fd: 1}
+        self.sizes = [0, 0]
+        self.log = log
+
+    def __iter__(self):
+        return iter(self.buffers)
+
+    def read(self, fd: int) -> bool:
+        """One read of ``fd``; False at end of file."""
+        try:
+            chunk = os.read(fd, _READ_CHUNK)
+        except BlockingIOError:
+            return True
+        if not chunk:
+            return False
+        stream = self.streams[fd]
+        self.sizes[stream] += len(chunk)
+        if self.log is not None:
+            try:
+                self.log.write(stream, chunk)
+            except OSError:  # disk full: the job goes on, its tail is still kept
+                self.log = None
+        buf = self.buffers[fd]
+        buf += chunk
+        if len(buf) > 2 * OUTPUT_TAIL_BYTES:
+            del buf[: len(buf) - OUTPUT_TAIL_BYTES]
+        return True
 
 
 def _supervise(
-    proc: subprocess.Popen, out_fd: int, err_fd: int, timeout: float | None, cancel: CancelToken | None
+    proc: subprocess.Popen,
+    out_fd: int,
+    err_fd: int,
+    timeout: float | None,
+    cancel: CancelToken | None,
+    log: TryLog | None = None,
 ) -> _Outcome:
     """Wait for ``proc`` while keeping the tail of its output; enforce timeout and cancellation."""
     pidfd = os.pidfd_open(proc.pid)
-    buffers = {out_fd: bytearray(), err_fd: bytearray()}
+    buffers = _Capture(out_fd, err_fd, log)
     cancel_fd = cancel.fileno() if cancel is not None else -1
     # select.poll rather than the selectors module: a job's whole supervision is a few C calls.
     poller = select.poll()
@@ -235,7 +312,7 @@ def _supervise(
                     poller.unregister(fd)  # level-triggered and shared: read it once, never drain it
                     if killed_for is None:
                         killed_for, kill_at = JobStatus.CANCELLED, _terminate(proc.pid)
-                elif not _read_into(fd, buffers[fd]):
+                elif not buffers.read(fd):
                     poller.unregister(fd)
             now = time.monotonic()
             if not exited and killed_for is None and deadline is not None and now >= deadline:
@@ -258,18 +335,18 @@ def _supervise(
         os.close(pidfd)
         os.close(out_fd)
         os.close(err_fd)
-    stdout, stderr = buffers[out_fd], buffers[err_fd]
+    out = (buffers.buffers[out_fd], buffers.buffers[err_fd], (buffers.sizes[0], buffers.sizes[1]))
     if killed_for is JobStatus.TIMEOUT:
-        return _Outcome(JobStatus.TIMEOUT, None, f"timed out after {timeout:g}s", stdout, stderr)
+        return _Outcome(JobStatus.TIMEOUT, None, f"timed out after {timeout:g}s", *out)
     if killed_for is JobStatus.CANCELLED:
-        return _Outcome(JobStatus.CANCELLED, None, "cancelled", stdout, stderr)
+        return _Outcome(JobStatus.CANCELLED, None, "cancelled", *out)
     if returncode == 0:
-        return _Outcome(JobStatus.SUCCESS, 0, None, stdout, stderr)
+        return _Outcome(JobStatus.SUCCESS, 0, None, *out)
     if returncode < 0:  # killed by a signal nobody here sent: report it the way a shell would
         sig = -returncode
         name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
-        return _Outcome(JobStatus.FAILED, 128 + sig, f"killed by {name}", stdout, stderr)
-    return _Outcome(JobStatus.FAILED, returncode, None, stdout, stderr)
+        return _Outcome(JobStatus.FAILED, 128 + sig, f"killed by {name}", *out)
+    return _Outcome(JobStatus.FAILED, returncode, None, *out)
 
 
 def _terminate(pid: int) -> float:
@@ -282,20 +359,7 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def _read_into(fd: int, buf: bytearray) -> bool:
-    try:
-        chunk = os.read(fd, _READ_CHUNK)
-    except BlockingIOError:
-        return True
-    if not chunk:
-        return False
-    buf += chunk
-    if len(buf) > 2 * OUTPUT_TAIL_BYTES:
-        del buf[: len(buf) - OUTPUT_TAIL_BYTES]
-    return True
-
-
-def _drain(buffers: dict[int, bytearray], seconds: float) -> bool:
+def _drain(buffers: _Capture, seconds: float) -> bool:
     """Read what is left in the pipes, bounded: a straggler may hold them open. True if both closed."""
     poller = select.poll()
     open_fds = set(buffers)  # one already at EOF answers at once: no need to remember which
@@ -307,11 +371,15 @@ def _drain(buffers: dict[int, bytearray], seconds: float) -> bool:
         if remaining_ms <= 0:
             return False
         for fd, _ in poller.poll(remaining_ms):
-            if not _read_into(fd, buffers[fd]):
+            if not buffers.read(fd):
                 poller.unregister(fd)
                 open_fds.discard(fd)
     return True
 
 
-def _decode(buf: bytearray) -> str:
-    return bytes(buf[-OUTPUT_TAIL_BYTES:]).decode("utf-8", errors="replace")
+def _tail(buf: bytes | bytearray, total: int) -> str:
+    """The last 64 KiB of a stream, marked when the stream was longer (the store has all of it)."""
+    kept = bytes(buf[-OUTPUT_TAIL_BYTES:])
+    text = kept.decode("utf-8", errors="replace")
+    before = total - len(kept)
+    return f"[… {before} bytes before]\n{text}" if before > 0 else text

@@ -22,12 +22,23 @@ class WorkerSettings:
     heartbeat_ttl: float = 20.0
     # Signs and checks task payloads (workers.signing); never shown (repr=False).
     secret_key: bytes | None = field(default=None, repr=False)
+    # Where every try's complete output goes (workers.logstore): unset = <home>/logs of this machine.
+    log_store: str | None = None
+    home: Path = field(default_factory=lambda: Path("~/.executioner").expanduser())
+
+    def make_log_store(self):
+        from workers.logstore import log_store
+
+        return log_store(self.log_store, self.home)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: str | None) -> WorkerSettings:
         env = os.environ if env is None else env
         broker = overrides.get("broker_url") or env.get("EXECUTIONER_BROKER_URL") or None
         backend = overrides.get("result_backend") or env.get("EXECUTIONER_RESULT_BACKEND") or None
+        home = Path(
+            str(overrides.get("home") or env.get("EXECUTIONER_HOME") or "~/.executioner")
+        ).expanduser()
         return cls(
             broker_url=broker,
             result_backend=backend,
@@ -35,6 +46,8 @@ class WorkerSettings:
             heartbeat_interval=seconds(env, "EXECUTIONER_HEARTBEAT_INTERVAL", cls.heartbeat_interval),
             heartbeat_ttl=seconds(env, "EXECUTIONER_HEARTBEAT_TTL", cls.heartbeat_ttl),
             secret_key=secret_key(env),
+            log_store=env.get("EXECUTIONER_LOG_STORE") or None,
+            home=home,
         )
 
 

@@ -102,6 +102,9 @@ class TryRecord:
     pid: int | None = None
     stdout_tail: str = ""
     stderr_tail: str = ""
+    log_uri: str | None = None  # the full output in the log store (workers.logstore)
+    stdout_bytes: int = 0  # the streams' whole sizes (the tails keep the last 64 KiB)
+    stderr_bytes: int = 0
 
     @property
     def duration(self) -> float:
@@ -121,6 +124,9 @@ class TryRecord:
             "pid": self.pid,
             "stdout_tail": self.stdout_tail,
             "stderr_tail": self.stderr_tail,
+            "log_uri": self.log_uri,
+            "stdout_bytes": self.stdout_bytes,
+            "stderr_bytes": self.stderr_bytes,
         }
 
     @classmethod

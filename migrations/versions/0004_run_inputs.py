@@ -1,4 +1,5 @@
-"""Run parameters, logical date and data interval, pass_env values; rendered commands; slot failures.
+"""Run parameters, logical date and data interval, pass_env values; rendered commands; slot failures;
+where each try's complete output is (the log store) and its size.
 
 Revision ID: 0004
 Revises: 0003
@@ -26,6 +27,10 @@ def upgrade() -> None:
         batch.create_index("ix_runs_application_name_ds", ["application_name", "ds"])
     with op.batch_alter_table("job_runs") as batch:
         batch.add_column(sa.Column("command", sa.JSON(), nullable=True))
+    with op.batch_alter_table("job_tries") as batch:
+        batch.add_column(sa.Column("log_uri", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("stdout_bytes", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("stderr_bytes", sa.Integer(), nullable=True))
     with op.batch_alter_table("schedule_slots") as batch:
         batch.add_column(sa.Column("reason", sa.Text(), nullable=True))
 
@@ -33,6 +38,10 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("schedule_slots") as batch:
         batch.drop_column("reason")
+    with op.batch_alter_table("job_tries") as batch:
+        batch.drop_column("stderr_bytes")
+        batch.drop_column("stdout_bytes")
+        batch.drop_column("log_uri")
     with op.batch_alter_table("job_runs") as batch:
         batch.drop_column("command")
     with op.batch_alter_table("runs") as batch:

@@ -395,13 +395,21 @@ def history(ctx, run_id, job_id, as_json) -> None:
 @click.argument("run_id", type=RUN_ID)
 @click.argument("job")
 @click.option("--attempt", type=RUN_ID, help="Attempt (default: the latest one that ran JOB).")
+@click.option("--try", "try_number", type=RUN_ID, help="Only this try.")
+@click.option("--follow", "-f", is_flag=True, help="Print output as the job runs, until it ends.")
 @click.pass_context
-def logs(ctx, run_id, job, attempt) -> None:
-    """The stored output (last 64 KiB of stdout and stderr) of each try of JOB."""
-    from orchestrator.inspection import job_logs
-
+def logs(ctx, run_id, job, attempt, try_number, follow) -> None:
+    """The whole output (stdout and stderr) of each try of JOB, from the log store."""
     with _context(ctx) as c:
-        render.logs(job_logs(c, run_id, job, attempt))
+        if follow:
+            from orchestrator.joblogs import follow as follow_logs
+
+            status = follow_logs(c, run_id, job, attempt, render.log_chunk)
+            render.log_chunk("note", f"job {job}: {status}")
+            return
+        from orchestrator.joblogs import job_logs
+
+        render.logs(job_logs(c, run_id, job, attempt, try_number))
 
 
 @cli.command()

@@ -224,22 +224,30 @@ def history(data: dict, *, as_json: bool) -> None:
 
 def logs(found: dict) -> None:
     if not found["tries"]:  # a job that has not run yet, or is running: not an error
-        click.echo(
-            f"run {found['run_id']} job {found['job_id']}: no try has ended yet (status {found['status']})",
-            err=True,
-        )
+        status = found["status"]
+        note = "no output yet" if status in ("PENDING", "QUEUED") else "no try has ended yet (--follow)"
+        click.echo(f"run {found['run_id']} job {found['job_id']}: {status}, {note}", err=True)
     for t in found["tries"]:
-        exit_note = "" if t["exit_code"] is None else f" exit {t['exit_code']}"
-        error = f" ({t['error']})" if t["error"] else ""
-        line(
-            f"=== attempt {t['attempt_id']} try {t['try']}: {t['status']}{exit_note}{error} on {t['worker']}"
-        )
-        if t["stdout"]:
-            line("--- stdout")
-            click.echo(t["stdout"], nl=not t["stdout"].endswith("\n"))
-        if t["stderr"]:
-            line("--- stderr")
-            click.echo(t["stderr"], nl=not t["stderr"].endswith("\n"))
+        exit_note = "" if t.exit_code is None else f" exit {t.exit_code}"
+        error = f" ({t.error})" if t.error else ""
+        line(f"=== attempt {t.attempt_id} try {t.try_number}: {t.status}{exit_note}{error} on {t.worker}")
+        if not t.complete and t.log_uri:
+            line(f"(the full log is at {t.log_uri}, not reachable from here: the history's tail follows)")
+        for name, text in (("stdout", t.stdout), ("stderr", t.stderr)):
+            if text:
+                line(f"--- {name}")
+                click.echo(text, nl=not text.endswith("\n"))
+
+
+def log_chunk(kind: str, text: str) -> None:
+    """``logs --follow``: output as it comes (stderr's to stderr), notes on stderr."""
+    if not text:
+        return
+    if kind == "note":
+        click.echo(f"executioner: {text}", err=True)
+    else:
+        click.echo(text, nl=False, err=kind == "err")
+    (sys.stderr if kind != "out" else sys.stdout).flush()  # a reader (tail, grep) sees it now
 
 
 def manual(result, *, as_json: bool) -> None:
@@ -323,9 +331,7 @@ def cancelled(result, *, as_json: bool) -> None:
         return
     head = f"run {result.run_id} attempt {result.attempt_id}"
     if result.how == "settled" and result.status == "RUNNING":
-        line(
-            f"{head}: no live coordinator, jobs still run; `executioner resume {result.run_id}` awaits them"
-        )
+        line(f"{head}: no live coordinator, jobs still run; `executioner resume {result.run_id}` awaits them")
     elif result.how == "settled":
         line(f"{head}: no live coordinator; settled as {result.status}")
     elif result.status == "RUNNING":

@@ -224,6 +224,9 @@ class AttemptRecorder:
                 "error": record.error,
                 "stdout_tail": record.stdout_tail or None,
                 "stderr_tail": record.stderr_tail or None,
+                "log_uri": record.log_uri,
+                "stdout_bytes": record.stdout_bytes,
+                "stderr_bytes": record.stderr_bytes,
             }
         )
         self._touch()

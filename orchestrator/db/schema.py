@@ -169,6 +169,10 @@ job_tries = Table(
     Column("error", Text),
     Column("stdout_tail", Text),
     Column("stderr_tail", Text),
+    # Migration 0004: the complete output in the log store, and each stream's whole size.
+    Column("log_uri", Text),
+    Column("stdout_bytes", Integer),
+    Column("stderr_bytes", Integer),
     ForeignKeyConstraint(
         ["run_id", "attempt_id", "job_id"],
         ["job_runs.run_id", "job_runs.attempt_id", "job_runs.job_id"],

@@ -33,9 +33,13 @@ BACKLOG = 32  # jobs queued in the pool beyond those running
 class LocalExecutor(Executor):
     name = "local"
 
-    def __init__(self, max_workers: int, journal: Journal) -> None:
+    def __init__(
+        self, max_workers: int, journal: Journal, log_store: str | None = None, home: str = ""
+    ) -> None:
         self.max_workers = max_workers
         self.journal = journal
+        self.log_store, self.home = log_store, home  # passed to the pool (workers.logstore)
+        self.scope = journal.root.name  # the installation's: journals live in <home>/journal/<scope>
         self._proc: subprocess.Popen | None = None
         self._reader: threading.Thread | None = None
         self._write_lock = threading.Lock()
@@ -53,6 +57,7 @@ class LocalExecutor(Executor):
         self._folder = str(self.journal.prepare(run_id, attempt_id))
         self.journal.publish_epoch(run_id, epoch)
         args = [str(self.journal.root), str(run_id), str(attempt_id), str(epoch), str(self.max_workers)]
+        args += [self.log_store or "", self.home]
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "workers.pool", *args],
             stdin=subprocess.PIPE,
@@ -101,7 +106,9 @@ class LocalExecutor(Executor):
                 self._failure = self._failure or f"the local job pool of run {self.run_id} is gone ({exc})"
 
     def submit(self, task: JobTask) -> None:
-        self._send({"op": "run", "task": task.to_dict()}, flush=False)  # sent by flush()
+        payload = task.to_dict()
+        payload["scope"] = self.scope  # names the try's files in the log store, as on Celery
+        self._send({"op": "run", "task": payload}, flush=False)  # sent by flush()
 
     def flush(self) -> None:
         self._send(None)

@@ -69,7 +69,8 @@ class LocalKind(ExecutorKind):
     def create(self, ctx: Context, parallel: int) -> Executor:
         from orchestrator.executors.local import LocalExecutor
 
-        return LocalExecutor(parallel, journal=ctx.journal)
+        worker = ctx.settings.worker
+        return LocalExecutor(parallel, journal=ctx.journal, log_store=worker.log_store, home=str(worker.home))
 
     def default_parallelism(self) -> int | None:
         return os.cpu_count() or 2
