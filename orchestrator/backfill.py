@@ -149,6 +149,8 @@ def _decide(
         return Action.RUN, None, None, why
     if row.outcome == slots.FIRING:
         return Action.REPORT, None, None, f"being started by {row.fired_by}"
+    if row.run_id is None:  # its run was pruned: history says it ran, the slot stays done
+        return Action.REPORT, None, None, f"slot {row.outcome}"
     status = statuses.get(row.run_id)
     if status == AttemptStatus.SUCCESS:
         return Action.SKIP, row.run_id, status, "already SUCCESS"

@@ -117,3 +117,21 @@ def test_logs_of_a_job_that_has_not_run_and_follow_while_it_runs(cli, work):
     out, err = follower.communicate(timeout=60)
     assert out.strip() == "second" and "job talk: SUCCESS" in err
     assert run.wait(60) == 0
+
+
+def test_prune_is_a_dry_run_until_yes(cli, work):
+    wf = work.workflow([work.job("a", command="echo hello")])
+    assert cli("run", wf).code == 0
+    assert cli("run", wf).code == 0
+    dry = cli("prune", "--older-than", "1m", "--json").json()
+    assert dry["runs"] == [] and not dry["deleted"]  # too recent
+    everything = cli("prune", "--older-than", "0m", "--json").json()
+    assert everything["runs"] == [1, 2] and everything["rows"]["job_tries"] == 2 and everything["log_bytes"] > 0
+    assert not everything["deleted"] and len(cli("runs", "--json").json()["runs"]) == 2
+    assert "would remove" in cli("prune", "--older-than", "0m").out
+    gone = cli("prune", "--older-than", "0m", "--yes", "--json").json()
+    assert gone["deleted"] and gone["runs"] == [1, 2]
+    assert cli("runs", "--json").json()["runs"] == [] and cli("status", 1).code == 2
+    assert cli("prune", "--older-than", "0m", "--json").json()["runs"] == []
+    assert cli("prune", "--older-than", "soon").code == 2
+    assert cli("run", wf, "--json").json()["run_id"] == 3  # ids are never reused

@@ -367,6 +367,25 @@ def cancel(ctx, run_id, wait, timeout, as_json) -> None:
 
 
 @cli.command()
+@click.option(
+    "--older-than", required=True, metavar="DUR", help="Age of the runs to remove: 30d, 12h, 2w ..."
+)
+@click.option("--yes", is_flag=True, help="Remove them (without it: only say what would be removed).")
+@_json_option
+@click.pass_context
+def prune(ctx, older_than, yes, as_json) -> None:
+    """Remove old runs' history and logs (runs that are not running); a dry run without --yes."""
+    from datetime import UTC, datetime
+
+    from orchestrator.prune import parse_age
+    from orchestrator.prune import prune as prune_runs
+
+    age = parse_age(older_than)
+    with _context(ctx) as c:
+        render.pruned(prune_runs(c, age, datetime.now(UTC), yes=yes), as_json=as_json)
+
+
+@cli.command()
 @click.argument("run_id", type=RUN_ID)
 @_json_option
 @click.pass_context

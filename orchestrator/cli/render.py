@@ -338,3 +338,17 @@ def cancelled(result, *, as_json: bool) -> None:
         line(f"{head}: cancel requested; its coordinator stops it within seconds")
     else:
         line(f"{head}: {result.status}")
+
+
+def pruned(report, *, as_json: bool) -> None:
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    rows = ", ".join(f"{n} {t}" for t, n in report.rows.items())
+    verb = "removed" if report.deleted else "would remove (add --yes to remove them)"
+    runs = report.run_ids
+    span = f" (run {runs[0]} .. {runs[-1]})" if runs else ""
+    line(f"runs created before {report.cutoff.isoformat()}: {verb}: {len(runs)} run(s){span}")
+    line(f"  rows: {rows}; logs: {report.log_bytes} bytes")
+    if report.skipped_running:
+        line(f"  left alone (running): {', '.join(map(str, report.skipped_running))}")
