@@ -35,6 +35,7 @@ from orchestrator.executors.base import (
 from orchestrator.history_health import HistoryHealth
 from orchestrator.locks.base import RunHandle
 from orchestrator.reporting import NullReporter, Reporter
+from orchestrator.trigger_rules import FAILED, Verdict, evaluate, fails_eagerly
 from orchestrator.workflow import JobDef
 from workers.retry import decide
 from workers.spec import JobTask, TryRecord
@@ -43,6 +44,7 @@ from workers.statuses import (
     AttemptStatus,
     EndReason,
     JobStatus,
+    SkipReason,
     check_job_transition,
 )
 
@@ -115,6 +117,7 @@ class Coordinator:
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         plan = start.plan
         self.jobs = start.jobs_to_dispatch  # templates rendered (a new run's: at _begin)
+        self.rules = {j: job.trigger_rule for j, job in start.workflow.jobs.items()}
         # The run's variables around each job's env (orchestrator.run_inputs): pass_env under it,
         # EXECUTIONER_* over it.
         inputs = start.inputs
@@ -123,7 +126,7 @@ class Coordinator:
         self.live = {j: _Live() for j in plan.will_run}
         self.waiting = {
             j: sum(1 for p in self.dag.parents(j) if p in self.live) for j in self.live
-        }  # unfinished dependencies inside this attempt (the others are effectively SUCCESS)
+        }  # unfinished dependencies inside this attempt (the others ended before it)
         self.ready = deque(j for j in plan.will_run if self.waiting[j] == 0)
         self.delayed: list[tuple[float, str, JobTask]] = []  # re-dispatches after a lost worker
         self.in_flight = 0
@@ -404,36 +407,54 @@ class Coordinator:
         if detail is None and exit_code not in (None, 0):
             detail = f"exit {exit_code}"
         self.reporter.job_changed(job_id, status, try_number=try_number, detail=detail or "")
-        if status is JobStatus.SUCCESS:
-            for child in self.dag.children(job_id):
-                if child in self.waiting:
-                    self.waiting[child] -= 1
-                    if self.waiting[child] == 0 and self.live[child].status is JobStatus.PENDING:
-                        self.ready.append(child)
-        elif status is not JobStatus.CANCELLED:
-            self._upstream_failed(job_id, status)
+        if status is not JobStatus.CANCELLED:  # a cancel settles every pending job itself
+            self._ended(job_id, status)
 
-    def _upstream_failed(self, failed: str, status: JobStatus) -> None:
-        """Every job of this attempt that waits on ``failed``, directly or through jobs of this attempt.
+    def _ended(self, ended: str, status: JobStatus) -> None:
+        """A job of this attempt ended: each child waiting on it learns it, and once all of its
+        dependencies in this attempt ended, its trigger rule decides (``orchestrator.trigger_rules``).
 
-        A dependency skipped as effectively SUCCESS satisfies its children, so the walk stops there:
-        the same rule ``waiting`` follows, whatever order events arrive in.
+        A rule that cannot be met after a failure (``all_success``) ends the child UPSTREAM_FAILED at
+        once; such ends and rule skips are ends too, walked in turn. A dependency that ended before
+        this attempt counts with its effective state, whatever order events arrive in.
         """
-        detail = f"upstream {failed!r} ended {status}"
-        stack = [failed]
+        stack = [(ended, status)]
         while stack:
-            for child in self.dag.children(stack.pop()):
+            parent, outcome = stack.pop()
+            for child in self.dag.children(parent):
                 live = self.live.get(child)
-                if live is not None and live.status is JobStatus.PENDING:
-                    live.status = check_job_transition(live.status, JobStatus.UPSTREAM_FAILED)
-                    self.recorder.job_update(
-                        child,
-                        status=JobStatus.UPSTREAM_FAILED,
-                        reason=EndReason.UPSTREAM.value,
-                        detail=detail,
+                if live is None:
+                    continue
+                self.waiting[child] -= 1
+                if live.status is not JobStatus.PENDING:
+                    continue
+                rule = self.rules[child]
+                if outcome in FAILED and fails_eagerly(rule):
+                    verdict = Verdict.UPSTREAM_FAILED
+                elif self.waiting[child] > 0:
+                    continue
+                else:
+                    verdict = evaluate(rule, self._parent_statuses(child))
+                if verdict is Verdict.RUN:
+                    self.ready.append(child)
+                    continue
+                if verdict is Verdict.UPSTREAM_FAILED:
+                    new, reason, detail = (
+                        JobStatus.UPSTREAM_FAILED,
+                        EndReason.UPSTREAM,
+                        f"upstream {parent!r}",
                     )
-                    self.reporter.job_changed(child, JobStatus.UPSTREAM_FAILED, detail=detail)
-                    stack.append(child)
+                    detail += f" ended {outcome}"
+                else:  # SKIP (WAIT cannot happen: every dependency has ended)
+                    new, reason, detail = JobStatus.SKIPPED, SkipReason.TRIGGER_RULE, f"{rule} not met"
+                live.status = check_job_transition(live.status, new)
+                self.recorder.job_update(child, status=new, reason=reason.value, detail=detail)
+                self.reporter.job_changed(child, new, detail=detail)
+                stack.append((child, new))
+
+    def _parent_statuses(self, job_id: str) -> list[JobStatus]:
+        live, before = self.live, self.start.plan.state
+        return [live[p].status if p in live else before[p].status for p in self.dag.parents(job_id)]
 
     def _cancel(self, why: str) -> None:
         if self.cancelled_by is not None:

@@ -33,6 +33,7 @@ from orchestrator.params import (
     coerce,
 )
 from orchestrator.parsing import MAX_FILE_BYTES, bad_string, parse_text, summary
+from orchestrator.trigger_rules import TriggerRule
 from orchestrator.workflow import (
     DEFAULTABLE_FIELDS,
     JOB_FIELDS,
@@ -320,9 +321,17 @@ class _Validator:
             self.text(queue, job_id, "queue")
         timeout = self.number(merged, "timeout", job_id, None, positive=True, maximum=MAX_SECONDS)
         retry = self.retry(job_id, merged)
+        rule = merged.get("trigger_rule", TriggerRule.ALL_SUCCESS)
+        if not isinstance(rule, str) or rule not in TriggerRule._value2member_map_:
+            allowed = ", ".join(TriggerRule)
+            self.err(f"must be one of {allowed}, got {summary(rule)}", job=job_id, field="trigger_rule")
+        elif rule != TriggerRule.ALL_SUCCESS and not deps:
+            self.err(f"{rule} needs dependencies to apply to", job=job_id, field="trigger_rule")
         if len(self.problems) > before or command is None:
             return None
-        return JobDef(job_id, command, tuple(deps), env, working_dir, timeout, queue, retry)
+        return JobDef(
+            job_id, command, tuple(deps), env, working_dir, timeout, queue, retry, TriggerRule(rule)
+        )
 
     def command(self, job_id: str, merged: dict) -> str | tuple[str, ...] | None:
         if "command" not in merged:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from orchestrator.dag import Dag
 from orchestrator.errors import UnknownJobError
 from orchestrator.state import PENDING, JobState, RunState
+from orchestrator.trigger_rules import FAILED, TriggerRule, Verdict, evaluate, fails_eagerly
 from orchestrator.workflow import Workflow
 from workers.statuses import JobStatus, RunReason, SkipReason
 
@@ -66,8 +67,9 @@ def plan(workflow: Workflow, state: RunState, request: PlanRequest) -> Plan:
     unknown = [j for j in request.from_jobs if j not in workflow.jobs]
     if unknown:
         raise UnknownJobError(None, unknown)
+    rules = {j: job.trigger_rule for j, job in workflow.jobs.items()}
     if request.resume:
-        return _plan_resume(workflow.dag, state, request)
+        return _plan_resume(workflow.dag, state, request, rules)
     return _plan_new_run(workflow.dag, request)
 
 
@@ -90,20 +92,21 @@ def _plan_new_run(dag: Dag, request: PlanRequest) -> Plan:
     return Plan(decisions, marks=marks, state=state)
 
 
-def _plan_resume(dag: Dag, state: RunState, request: PlanRequest) -> Plan:
+def _plan_resume(dag: Dag, state: RunState, request: PlanRequest, rules: dict[str, TriggerRule]) -> Plan:
     rollbacks = dag.with_descendants(request.from_jobs) if request.from_jobs else set()
     if rollbacks:
         state = state.with_changes({j: PENDING for j in rollbacks})
     changed = dag.with_descendants(request.rerun) if request.rerun else set()
     decisions: dict[str, JobDecision] = {}
-    blocked: dict[str, str] = {}  # job -> an ancestor that is neither SUCCESS nor running
+    blocked: dict[str, str] = {}  # job -> an ancestor that is neither satisfied nor running
     for j in dag.order:
         decision = _decide(j, state[j], request, rollbacks, changed)
+        rule = rules.get(j, TriggerRule.ALL_SUCCESS)
         culprit = next(
             (
                 blocked.get(p, p)
                 for p in dag.parents(j)
-                if p in blocked or not (state.is_success(p) or decisions[p].runs)
+                if p in blocked or not (decisions[p].runs or _satisfies(state[p].status, rule))
             ),
             None,
         )
@@ -113,9 +116,24 @@ def _plan_resume(dag: Dag, state: RunState, request: PlanRequest) -> Plan:
                 decision = JobDecision(
                     j, False, SkipReason.NOT_SELECTED, f"upstream {culprit!r} is not selected"
                 )
+        elif decision.runs and rule is not TriggerRule.ALL_SUCCESS:
+            parents = dag.parents(j)
+            if parents and not any(decisions[p].runs for p in parents):
+                # Every dependency ended before this attempt: its rule is decided now.
+                verdict = evaluate(rule, (state[p].status for p in parents))
+                if verdict is not Verdict.RUN:
+                    decision = JobDecision(j, False, SkipReason.TRIGGER_RULE, f"{rule}: {verdict}")
         decisions[j] = decision
     order = dag.order
     return Plan(decisions, rollbacks=tuple(j for j in order if j in rollbacks), state=state)
+
+
+def _satisfies(status: JobStatus, rule: TriggerRule) -> bool:
+    """Does a dependency that ended before this attempt (effective state) let a job of ``rule`` be
+    planned? SUCCESS always; an ended failure too for the rules that wait for every outcome."""
+    if status is JobStatus.SUCCESS:
+        return True
+    return not fails_eagerly(rule) and status in FAILED
 
 
 def _decide(

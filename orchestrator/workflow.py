@@ -15,6 +15,7 @@ from typing import Any
 
 from orchestrator.dag import Dag
 from orchestrator.params import ParamSpec
+from orchestrator.trigger_rules import TriggerRule
 from workers.retry import RetryPolicy
 from workers.spec import JobTask
 
@@ -30,7 +31,7 @@ RETRY_FIELDS = (
     "retry_on_status",
     "retry_on_exit_codes",
 )
-JOB_FIELDS = ("id", "command", "dependencies", *DEFINITION_FIELDS[1:], "queue", *RETRY_FIELDS)
+JOB_FIELDS = ("id", "command", "dependencies", *DEFINITION_FIELDS[1:], "queue", "trigger_rule", *RETRY_FIELDS)
 DEFAULTABLE_FIELDS = tuple(f for f in JOB_FIELDS if f not in ("id", "dependencies"))
 SCHEDULE_OVERLAP = ("skip", "allow")
 SCHEDULE_CATCHUP = ("latest", "none", "all")
@@ -60,10 +61,12 @@ class JobDef:
     timeout: float | None = None
     queue: str = "default"
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    trigger_rule: TriggerRule = TriggerRule.ALL_SUCCESS
 
     def normalized(self) -> dict[str, Any]:
-        """Canonical dict: every field present, defaults applied, sorted where order is meaningless."""
-        return {
+        """Canonical dict: every field present, defaults applied, sorted where order is meaningless.
+        (``trigger_rule`` only when not the default: a workflow keeps the hash it had before it.)"""
+        out = {
             "id": self.id,
             "command": list(self.command) if isinstance(self.command, tuple) else self.command,
             "dependencies": sorted(self.dependencies),
@@ -73,6 +76,9 @@ class JobDef:
             "queue": self.queue,
             **self.retry.to_dict(),
         }
+        if self.trigger_rule is not TriggerRule.ALL_SUCCESS:
+            out["trigger_rule"] = str(self.trigger_rule)
+        return out
 
     def task(
         self,

@@ -135,3 +135,33 @@ def test_prune_is_a_dry_run_until_yes(cli, work):
     assert cli("prune", "--older-than", "0m", "--json").json()["runs"] == []
     assert cli("prune", "--older-than", "soon").code == 2
     assert cli("run", wf, "--json").json()["run_id"] == 3  # ids are never reused
+
+
+def test_cleanup_jobs_after_a_failure_then_resume(ex, work):
+    wf = work.workflow(
+        [
+            work.job("a", command=f"test -e {work.flag('a')}"),
+            work.job("cleanup", ["a"], trigger_rule="all_done"),
+            work.job("alert", ["a"], trigger_rule="one_failed"),
+            work.job("report", ["a"]),
+        ]
+    )
+    first = ex("run", wf, "--json")
+    assert first.code == 1, first  # a failed: the run is FAILED even though its cleanups succeeded
+    jobs = first.json()["jobs"]
+    assert [jobs[j]["status"] for j in ("a", "cleanup", "alert", "report")] == [
+        "FAILED",
+        "SUCCESS",
+        "SUCCESS",
+        "UPSTREAM_FAILED",
+    ]
+    work.flag("a").touch()
+    work.clear()
+    again = ex("resume", 1, "--json")
+    assert again.code == 0 and again.json()["status"] == "SUCCESS", again
+    assert sorted(work.ran()) == ["a", "report"]  # the cleanups ran for that failure already
+    fine = ex("run", wf, "--json")
+    assert fine.code == 0 and fine.json()["status"] == "SUCCESS"
+    assert fine.json()["jobs"]["alert"]["status"] == "SKIPPED"
+    history = ex("history", 2, "--job", "alert", "--json").json()["rows"]
+    assert history[0]["reason"] == "trigger_rule"

@@ -49,6 +49,7 @@ class SkipReason(StrEnum):
     ALREADY_SUCCEEDED = "already_succeeded"
     MARKED_SUCCESS = "marked_success"
     NOT_SELECTED = "not_selected"
+    TRIGGER_RULE = "trigger_rule"  # its trigger rule was not met (orchestrator.trigger_rules)
 
 
 class RunReason(StrEnum):

@@ -34,6 +34,7 @@ class Totals:
     successful_jobs: int
     failed_jobs: int
     skipped_jobs: int
+    rule_skipped: int = 0  # SKIPPED by their trigger rule: nothing to do, nothing wrong (not stored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +57,12 @@ def attempt_totals(conn: Connection, run_id: int, attempt_id: int) -> Totals:
             func.sum(case(((s == JobStatus.SUCCESS) | carried, 1), else_=0)),
             func.sum(case((s.in_([JobStatus.FAILED, JobStatus.ERROR, JobStatus.TIMEOUT]), 1), else_=0)),
             func.sum(case((s.in_([JobStatus.SKIPPED, JobStatus.UPSTREAM_FAILED]), 1), else_=0)),
+            func.sum(
+                case(((s == JobStatus.SKIPPED) & (job_runs.c.reason == SkipReason.TRIGGER_RULE), 1), else_=0)
+            ),
         ).where(job_runs.c.run_id == run_id, job_runs.c.attempt_id == attempt_id)
     ).one()
-    return Totals(row[0], row[1] or 0, row[2] or 0, row[3] or 0)
+    return Totals(row[0], row[1] or 0, row[2] or 0, row[3] or 0, row[4] or 0)
 
 
 def close_attempt(
@@ -70,7 +74,7 @@ def close_attempt(
         status = AttemptStatus.INTERRUPTED
     else:
         status = attempt_outcome(
-            all_success=totals.successful_jobs == totals.total_jobs,
+            all_success=totals.successful_jobs + totals.rule_skipped == totals.total_jobs,
             any_failure=totals.failed_jobs > 0,
             cancelled=cancelled,
         )
