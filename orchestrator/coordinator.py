@@ -296,8 +296,8 @@ class Coordinator:
             if event.try_number >= live.dispatched_try:
                 self._started(event, live)
         elif isinstance(event, TryEnded):
-            if event.record.try_number >= live.dispatched_try:
-                self._record_try(event.job_id, live, event.record)
+            if event.record.try_number >= live.dispatched_try:  # a try that another follows
+                self._record_try(event.job_id, live, event.record, retried=True)
         elif isinstance(event, JobEnded):
             if event.result.tries and event.result.tries[0].try_number == live.dispatched_try:
                 self._job_ended(event)
@@ -314,13 +314,15 @@ class Coordinator:
         self.recorder.job_update(event.job_id, **columns)
         self.reporter.job_changed(event.job_id, JobStatus.RUNNING, try_number=event.try_number)
 
-    def _record_try(self, job_id: str, live: _Live, record: TryRecord) -> None:
+    def _record_try(self, job_id: str, live: _Live, record: TryRecord, retried: bool = False) -> None:
         if record.try_number in live.recorded_tries:
             return
         live.recorded_tries.add(record.try_number)
         if live.first_started_at is None:
             live.first_started_at = record.start_time
         self.recorder.try_ended(job_id, record)
+        if retried and record.status.is_failure:
+            self.recorder.retried(job_id, record)
         if record.status is not JobStatus.SUCCESS:
             detail = record.error or f"exit {record.exit_code}"
             self.reporter.try_failed(job_id, record.try_number, record.status, detail)
@@ -328,7 +330,7 @@ class Coordinator:
     def _job_ended(self, event: JobEnded) -> None:
         live = self.live[event.job_id]
         for record in event.result.tries:
-            self._record_try(event.job_id, live, record)
+            self._record_try(event.job_id, live, record, retried=record is not event.result.final)
         final = event.result.final
         self.in_flight -= 1
         self._settle(

@@ -17,6 +17,7 @@ from orchestrator.db.queries import (
 )
 from orchestrator.errors import UnknownJobError, UserError
 from orchestrator.launch import stored_workflow
+from orchestrator.notify import status_rows
 from orchestrator.params import parse_datetime
 from orchestrator.planner import PlanRequest, plan
 from orchestrator.run_inputs import RunInputs, runnable, shown_command
@@ -35,6 +36,7 @@ def run_status(ctx: Context, run_id: int) -> dict[str, Any]:
     nobody looked). An attempt whose coordinator's lock expired is shown as settling would record it."""
     with read_tx(ctx.engine) as conn:
         record = load_run(conn, run_id)
+        alerts = status_rows(conn, run_id)
     last = record.last_attempt
     holder = None
     if last is not None and last.status == AttemptStatus.RUNNING:
@@ -60,6 +62,7 @@ def run_status(ctx: Context, run_id: int) -> dict[str, Any]:
         else {"host": holder.host, "pid": holder.pid, "what": holder.what, "since": iso(holder.since)},
         "attempts": [_attempt(a) for a in record.attempts],
         "jobs": {job_id: view.state[job_id].as_dict() for job_id in workflow.jobs},
+        "notifications": alerts,
         # Beside "jobs" (whose entries keep SPEC's shape): each job's command as a resume renders it.
         "commands": {job_id: shown_command(job) for job_id, job in jobs.items()},
         "next_attempt": {

@@ -24,6 +24,7 @@ from orchestrator.errors import RefusedError, UserError
 from orchestrator.intervals import Interval
 from orchestrator.loader import load_workflow, workflow_from_data
 from orchestrator.locks.base import LockOwner, RunHandle
+from orchestrator.notify import deliver
 from orchestrator.planner import Plan, PlanRequest, plan
 from orchestrator.reporting import Reporter
 from orchestrator.run_inputs import DRY_RUN_ID, RunInputs, new_run_inputs, runnable, shown_command
@@ -139,6 +140,7 @@ class NothingToDo:
 
 
 Hook = Callable[[Coordinator], None]
+NOTIFY_BUDGET = 10.0  # seconds a run or resume spends on sending its alerts, at most
 
 
 def start_run(
@@ -258,6 +260,8 @@ def resume_run(
     owner = LockOwner("resume")
     with RunHandle(ctx.locks_for(run), owner, request.run_id).acquire() as handle:
         record = load_settled(ctx, handle)
+        # Alerts its last attempt left undelivered (its coordinator died, or a receiver was down).
+        deliver(ctx.engine, run_id=request.run_id, budget=NOTIFY_BUDGET, due_only=False)
         warnings = file_warnings(record, request)
         if warn is not None:
             for text in warnings:
@@ -401,4 +405,6 @@ def _drive(
     with CancelWatch(ctx.engine, ids, coordinator.request_cancel):  # `executioner cancel`
         outcome = coordinator.run()
     outcome.inputs = start.inputs
+    if outcome.run_id is not None:  # its alerts now; what cannot be sent waits for the next pass
+        deliver(ctx.engine, run_id=outcome.run_id, budget=NOTIFY_BUDGET)
     return outcome

@@ -22,6 +22,7 @@ from orchestrator.limits import (
     MAX_RETRIES,
     MAX_TEXT,
 )
+from orchestrator.notify_rules import EVENTS, NotifyRule
 from orchestrator.params import (
     MAX_CHOICES,
     MAX_PARAMS,
@@ -135,6 +136,7 @@ class _Validator:
         schedule = self.schedule(data)
         params = self.params(data.get("params"), schedule)
         pass_env = self.pass_env(data.get("pass_env"))
+        notify = self.notify(data.get("notify"))
         jobs_data = data.get("jobs")
         if "jobs" not in data:
             self.err("is required", field="jobs")
@@ -151,7 +153,14 @@ class _Validator:
         if self.problems:
             return None
         workflow = Workflow(
-            str(app), jobs, max_parallel, schedule, source=self.name, params=params, pass_env=pass_env
+            str(app),
+            jobs,
+            max_parallel,
+            schedule,
+            source=self.name,
+            params=params,
+            pass_env=pass_env,
+            notify=notify,
         )
         cycle = workflow.dag.find_cycle()
         if cycle:
@@ -277,6 +286,56 @@ class _Validator:
             elif name.startswith("EXECUTIONER_"):
                 self.err(f"{name}: EXECUTIONER_* variables are set by Executioner itself", field="pass_env")
         return tuple(dict.fromkeys(raw))
+
+    def notify(self, raw: Any) -> tuple[NotifyRule, ...]:
+        if raw is None:
+            return ()
+        if not isinstance(raw, list) or len(raw) > 50:
+            self.err(f"must be a list of at most 50 rules, got {summary(raw)}", field="notify")
+            return ()
+        rules = []
+        for index, item in enumerate(raw):
+            where = f"notify[{index}]"
+            if not isinstance(item, dict):
+                self.err(f"must be a mapping with on and urls or command, got {_type(item)}", field=where)
+                continue
+            for key in item:
+                if key not in ("on", "urls", "command"):
+                    self.err(f"unknown key {_field(key)!r} (allowed: on, urls, command)", field=where)
+            on = item.get("on")
+            if not isinstance(on, list) or not on or not all(isinstance(e, str) and e in EVENTS for e in on):
+                self.err(f"on must be a list drawn from {', '.join(EVENTS)}, got {summary(on)}", field=where)
+                continue
+            urls = item.get("urls") or []
+            if (
+                not isinstance(urls, list)
+                or len(urls) > 20
+                or not all(isinstance(u, str) and u for u in urls)
+            ):
+                self.err(f"urls must be a list of at most 20 URLs, got {summary(urls)}", field=where)
+                continue
+            if not all(self.text(u, None, where) for u in urls):
+                continue
+            command = item.get("command")
+            if command is not None and not (
+                (isinstance(command, str) and command.strip())
+                or (isinstance(command, list) and command and all(isinstance(a, str) for a in command))
+            ):
+                self.err(
+                    f"command must be a string or a list of strings, got {summary(command)}", field=where
+                )
+                continue
+            if not urls and command is None:
+                self.err("needs urls or a command", field=where)
+                continue
+            rules.append(
+                NotifyRule(
+                    tuple(dict.fromkeys(on)),
+                    tuple(urls),
+                    tuple(command) if isinstance(command, list) else command,
+                )
+            )
+        return tuple(rules)
 
     def job(self, index: int, raw: Any, defaults: dict) -> JobDef | None:
         label = f"#{index + 1}"

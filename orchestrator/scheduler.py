@@ -34,6 +34,7 @@ from orchestrator.db.schema import attempts, schedule_slots
 from orchestrator.errors import UserError
 from orchestrator.intervals import Interval, next_slot, scheduled_interval, slots_between
 from orchestrator.loader import load_workflow
+from orchestrator.notify import deliver
 from orchestrator.run_inputs import DRY_RUN_ID, new_run_inputs, runnable
 from orchestrator.workflow import Schedule, Workflow
 from workers.statuses import AttemptStatus
@@ -163,6 +164,7 @@ class Scheduler:
         """Handle every slot due by ``now``; returns what this scheduler did (app, slot, outcome)."""
         self._reap()
         self._expire_stale_claims(now)
+        deliver(self.ctx.engine, budget=10.0)  # alerts left by runs whose coordinator died, by failures
         done = []
         for app in self.workflows:
             current, problem = self._reload(app)
@@ -219,7 +221,7 @@ class Scheduler:
         try:
             process = self.launcher(workflow, interval)
         except Exception as exc:  # e.g. OSError: no process, so no run: the slot says why
-            slots.mark_failed(self.ctx.engine, app, slot, f"could not start the run: {exc}")
+            slots.mark_failed(self.ctx.engine, app, slot, f"could not start the run: {exc}", workflow.notify)
             log.error("%s: slot %s: failed: could not start the run: %s", app, slot.isoformat(), exc)
             return Outcome.FAILED
         self.children.append(_Child(app, slot, process))
@@ -227,7 +229,8 @@ class Scheduler:
         return Outcome.FIRED
 
     def _record(self, app: str, slot: datetime, outcome: str, reason: str = "") -> bool:
-        if not slots.claim(self.ctx.engine, app, slot, self.name, outcome, reason):
+        notify = self.workflows[app].notify  # the last valid version's rules
+        if not slots.claim(self.ctx.engine, app, slot, self.name, outcome, reason, notify):
             return False
         if outcome != Outcome.FAILED:
             log.info("%s: slot %s: %s", app, slot.isoformat(), outcome)
@@ -246,6 +249,7 @@ class Scheduler:
                 child.app,
                 child.slot,
                 f"the run process exited with code {code} before the run began",
+                self.workflows[child.app].notify,
             ):
                 log.error("%s: slot %s: failed: run process exited with code %s", child.app, child.slot, code)
         self.children = alive
@@ -255,7 +259,8 @@ class Scheduler:
         for row in slots.stale_claims(self.ctx.engine, now):
             if row.application_name in self.workflows and (row.application_name, row.slot) not in mine:
                 reason = f"no run was created within {slots.FIRING_TIMEOUT} of the claim by {row.fired_by}"
-                if slots.mark_failed(self.ctx.engine, row.application_name, row.slot, reason):
+                notify = self.workflows[row.application_name].notify
+                if slots.mark_failed(self.ctx.engine, row.application_name, row.slot, reason, notify):
                     log.error("%s: slot %s: failed: %s", row.application_name, row.slot.isoformat(), reason)
 
     def _last_slot(self, app: str) -> datetime | None:

@@ -23,6 +23,7 @@ from orchestrator.db.recorder import AttemptRecorder
 from orchestrator.db.schema import job_runs
 from orchestrator.executors.registry import kind
 from orchestrator.locks.base import RunHandle
+from orchestrator.notify_rules import rules_from_snapshot
 from orchestrator.replay import Replay
 from orchestrator.state import JobState, RunState
 from workers.statuses import AttemptStatus, JobStatus, attempt_outcome
@@ -54,7 +55,9 @@ def load_settled(ctx: Context, handle: RunHandle, *, wait: bool = True) -> RunRe
             return load_run(conn, run_id)
     with write_tx(ctx.engine) as conn:
         check_epoch(conn, run_id, handle.epoch)
-        status, in_flight = close_abandoned(conn, run_id, last.attempt_id)
+        status, in_flight = close_abandoned(
+            conn, run_id, last.attempt_id, rules_from_snapshot(record.last_snapshot)
+        )
     log.info("run %s attempt %s settled as %s", run_id, last.attempt_id, status)
     executor.after_abandoned(ctx, run_id, last.attempt_id, in_flight)
     with read_tx(ctx.engine) as conn:

@@ -32,10 +32,21 @@ FIRING_TIMEOUT = timedelta(minutes=10)  # a claim with no run after this: its pr
 MAX_REASON = 2000
 
 
-def claim(engine: Engine, app: str, slot: datetime, by: str, outcome: str = FIRING, reason: str = "") -> bool:
-    """Insert the slot's row; False when someone else has it."""
+def claim(
+    engine: Engine,
+    app: str,
+    slot: datetime,
+    by: str,
+    outcome: str = FIRING,
+    reason: str = "",
+    notify: tuple = (),
+) -> bool:
+    """Insert the slot's row; False when someone else has it. A ``failed`` one raises the
+    ``scheduler_failed`` notification of ``notify`` rules in the same transaction."""
     try:
         with write_tx(engine) as conn:
+            if outcome == FAILED:
+                _alert(conn, notify, app, slot, reason)
             conn.execute(
                 insert(schedule_slots).values(
                     application_name=app,
@@ -73,7 +84,7 @@ def mark_fired(conn: Connection, app: str, slot: datetime, run_id: int) -> None:
         raise UserError(f"{app}: slot {slot.isoformat()} is not claimed for this run (already fired?)")
 
 
-def mark_failed(engine: Engine, app: str, slot: datetime, reason: str) -> bool:
+def mark_failed(engine: Engine, app: str, slot: datetime, reason: str, notify: tuple = ()) -> bool:
     """A claimed slot whose fire did not create a run; False if it had already fired or failed."""
     with write_tx(engine) as conn:
         done = conn.execute(
@@ -81,7 +92,27 @@ def mark_failed(engine: Engine, app: str, slot: datetime, reason: str) -> bool:
             .where(_key(app, slot), schedule_slots.c.outcome == FIRING)
             .values(outcome=FAILED, reason=reason[:MAX_REASON])
         )
+        if done.rowcount == 1:
+            _alert(conn, notify, app, slot, reason)
         return done.rowcount == 1
+
+
+def _alert(conn: Connection, notify: tuple, app: str, slot: datetime, reason: str) -> None:
+    if not notify:
+        return
+    from orchestrator.notify import outbox_rows, record
+
+    payload = {
+        "title": f"{app}: the scheduled run of {slot.isoformat()} was not started",
+        "text": f"{app}: slot {slot.isoformat()} failed: {reason}",
+        "application_name": app,
+        "slot": slot.isoformat(),
+        "reason": reason[:MAX_REASON],
+    }
+    record(
+        conn,
+        outbox_rows(notify, "scheduler_failed", payload, run_id=None, attempt_id=None, key=f"{app}:{slot}"),
+    )
 
 
 def get(conn: Connection, app: str, slot: datetime) -> Row | None:

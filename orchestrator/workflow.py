@@ -14,6 +14,7 @@ from functools import cached_property
 from typing import Any
 
 from orchestrator.dag import Dag
+from orchestrator.notify_rules import NotifyRule
 from orchestrator.params import ParamSpec
 from orchestrator.trigger_rules import TriggerRule
 from workers.retry import RetryPolicy
@@ -46,6 +47,7 @@ WORKFLOW_FIELDS = (
     "schedule_catchup_limit",
     "params",
     "pass_env",
+    "notify",
     "jobs",
 )
 
@@ -123,6 +125,7 @@ class Workflow:
     source: str = "<workflow>"  # the file it came from, for messages
     params: dict[str, ParamSpec] = field(default_factory=dict)
     pass_env: tuple[str, ...] = ()  # names captured from the submitting shell at `run`
+    notify: tuple[NotifyRule, ...] = ()  # alerts (orchestrator.notify)
 
     def snapshot(self) -> dict[str, Any]:
         """The normalized workflow stored with every attempt (and reloadable by ``loader``)."""
@@ -144,6 +147,8 @@ class Workflow:
             snap["params"] = {name: spec.normalized() for name, spec in self.params.items()}
         if self.pass_env:
             snap["pass_env"] = sorted(self.pass_env)
+        if self.notify:
+            snap["notify"] = [rule.normalized() for rule in self.notify]
         snap["jobs"] = [job.normalized() for job in self.jobs.values()]
         return snap
 

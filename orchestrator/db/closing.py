@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, case, func, select, update
 
 from orchestrator.db.schema import attempts, job_runs, utcnow
+from orchestrator.notify_rules import NotifyRule
 from workers.statuses import (
     AttemptStatus,
     EndReason,
@@ -66,17 +67,25 @@ def attempt_totals(conn: Connection, run_id: int, attempt_id: int) -> Totals:
 
 
 def close_attempt(
-    conn: Connection, run_id: int, attempt_id: int, *, cancelled: bool = False, interrupted: bool = False
+    conn: Connection,
+    run_id: int,
+    attempt_id: int,
+    *,
+    cancelled: bool = False,
+    interrupted: bool = False,
+    notify: tuple[NotifyRule, ...] = (),
+    failed_reason: str | None = None,
 ) -> tuple[AttemptStatus, Totals]:
-    """Write the attempt's end: INTERRUPTED if asked, else the outcome its job rows say."""
+    """Write the attempt's end: INTERRUPTED if asked, else the outcome its job rows say (FAILED with
+    ``failed_reason``, e.g. a missed deadline) — and, in the same transaction, its notifications."""
     totals = attempt_totals(conn, run_id, attempt_id)
     if interrupted:
         status = AttemptStatus.INTERRUPTED
     else:
         status = attempt_outcome(
             all_success=totals.successful_jobs + totals.rule_skipped == totals.total_jobs,
-            any_failure=totals.failed_jobs > 0,
-            cancelled=cancelled,
+            any_failure=totals.failed_jobs > 0 or failed_reason is not None,
+            cancelled=cancelled and failed_reason is None,
         )
     check_attempt_transition(AttemptStatus.RUNNING, status)
     conn.execute(
@@ -95,10 +104,56 @@ def close_attempt(
             skipped_jobs=totals.skipped_jobs,
         )
     )
+    event = {
+        AttemptStatus.FAILED: "failure",
+        AttemptStatus.INTERRUPTED: "failure",
+        AttemptStatus.SUCCESS: "success",
+    }
+    if notify and status in event:
+        _notify_end(conn, run_id, attempt_id, status, event[status], notify, failed_reason)
     return status, totals
 
 
-def close_abandoned(conn: Connection, run_id: int, attempt_id: int) -> tuple[AttemptStatus, list[InFlight]]:
+def _notify_end(conn: Connection, run_id, attempt_id, status, event, rules, reason) -> None:
+    """The attempt's end as an event, in the transaction that writes the end (orchestrator.notify)."""
+    from orchestrator.notify import outbox_rows, record
+
+    head = conn.execute(
+        select(attempts.c.application_name).where(
+            attempts.c.run_id == run_id, attempts.c.attempt_id == attempt_id
+        )
+    ).scalar_one()
+    failed = conn.execute(
+        select(job_runs.c.job_id, job_runs.c.status, job_runs.c.exit_code).where(
+            job_runs.c.run_id == run_id,
+            job_runs.c.attempt_id == attempt_id,
+            job_runs.c.status.in_([JobStatus.FAILED, JobStatus.ERROR, JobStatus.TIMEOUT]),
+        )
+    ).all()
+    jobs = [{"job": j, "status": s, "exit_code": c} for j, s, c in failed]
+    what = ", ".join(
+        f"{j['job']} {j['status']}" + ("" if j["exit_code"] is None else f" exit {j['exit_code']}")
+        for j in jobs[:20]
+    )
+    text = f"{head} run {run_id} attempt {attempt_id}: {status}"
+    text += (f" ({reason})" if reason else "") + (f": {what}" if what else "")
+    payload = {
+        "title": f"{head}: run {run_id} {status}",
+        "text": text,
+        "run_id": run_id,
+        "attempt_id": attempt_id,
+        "application_name": head,
+        "status": str(status),
+        "reason": reason,
+        "failed_jobs": jobs,
+        "resume": f"executioner resume {run_id}" if status != AttemptStatus.SUCCESS else None,
+    }
+    record(conn, outbox_rows(rules, event, payload, run_id=run_id, attempt_id=attempt_id))
+
+
+def close_abandoned(
+    conn: Connection, run_id: int, attempt_id: int, notify: tuple[NotifyRule, ...] = ()
+) -> tuple[AttemptStatus, list[InFlight]]:
     """Close an attempt whose coordinator died, after recovery recorded what its jobs delivered.
 
     If every planned job reached an end (the coordinator died just before writing the attempt's own
@@ -113,7 +168,7 @@ def close_abandoned(conn: Connection, run_id: int, attempt_id: int) -> tuple[Att
         )
     ).all()
     if not unfinished:
-        status, _ = close_attempt(conn, run_id, attempt_id)
+        status, _ = close_attempt(conn, run_id, attempt_id, notify=notify)
         return status, []
     for before in _IN_FLIGHT:
         check_job_transition(before, JobStatus.ERROR)
@@ -127,5 +182,5 @@ def close_abandoned(conn: Connection, run_id: int, attempt_id: int) -> tuple[Att
             detail="its coordinator stopped while the job was in flight",
         )
     )
-    status, _ = close_attempt(conn, run_id, attempt_id, interrupted=True)
+    status, _ = close_attempt(conn, run_id, attempt_id, interrupted=True, notify=notify)
     return status, in_flight

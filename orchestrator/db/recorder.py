@@ -21,7 +21,7 @@ from orchestrator.db.closing import Totals, close_attempt
 from orchestrator.db.engine import write_tx
 from orchestrator.db.fencing import check_epoch
 from orchestrator.db.rows import ts
-from orchestrator.db.schema import attempts, audit_events, job_runs, job_tries, runs, utcnow
+from orchestrator.db.schema import attempts, audit_events, job_runs, job_tries, notifications, runs, utcnow
 from orchestrator.owner import LockOwner
 from orchestrator.planner import Plan
 from orchestrator.run_inputs import RunInputs, runnable, shown_command
@@ -92,6 +92,9 @@ class AttemptRecorder:
         self.handle: Handle | None = None
         self._rows: dict[str, dict[str, Any]] = {}  # job -> merged column updates
         self._tries: list[dict[str, Any]] = []
+        self._events: list[dict[str, Any]] = []  # notification rows, written with the tries
+        self.notify_rules: tuple = ()
+        self.application_name = ""
         self._since: float | None = None  # when the oldest unflushed change was made
 
     # -- the attempt's start: one transaction, so a refusal or a crash before it leaves nothing ----
@@ -131,6 +134,8 @@ class AttemptRecorder:
             handle.attempt_id = start.attempt_id
             self._insert_attempt(conn, handle.run_id, start, handle.epoch)
         self.handle = handle
+        self.notify_rules = start.workflow.notify
+        self.application_name = start.workflow.application_name
 
     def _insert_attempt(self, conn: Connection, run_id: int, start: AttemptStart, epoch: int) -> None:
         now = utcnow()
@@ -231,13 +236,42 @@ class AttemptRecorder:
         )
         self._touch()
 
+    def retried(self, job_id: str, record: TryRecord) -> None:
+        """A try failed and another follows: the ``retry`` event, written with the try's row."""
+        if not any("retry" in rule.on for rule in self.notify_rules):
+            return
+        from orchestrator.notify import outbox_rows
+
+        detail = record.error or f"exit {record.exit_code}"
+        payload = {
+            "title": f"{self.application_name}: {job_id} try {record.try_number} {record.status}, retrying",
+            "text": f"{self.application_name} run {self.run_id} job {job_id} try {record.try_number}: "
+            f"{record.status} ({detail}); retrying",
+            "run_id": self.run_id,
+            "attempt_id": self.attempt_id,
+            "application_name": self.application_name,
+            "job": job_id,
+            "try": record.try_number,
+            "status": str(record.status),
+            "exit_code": record.exit_code,
+        }
+        self._events += outbox_rows(
+            self.notify_rules,
+            "retry",
+            payload,
+            run_id=self.run_id,
+            attempt_id=self.attempt_id,
+            key=f"{job_id}:{record.try_number}",
+        )
+        self._touch()
+
     def _touch(self) -> None:
         if self._since is None:
             self._since = self.clock()
 
     @property
     def pending(self) -> int:
-        return len(self._rows) + len(self._tries)
+        return len(self._rows) + len(self._tries) + len(self._events)
 
     def seconds_until_due(self) -> float | None:
         if self._since is None:
@@ -268,12 +302,22 @@ class AttemptRecorder:
             update_many(conn, job_runs, fixed, "job_id", keys, rows)
         # Idempotent: events re-read after a crash between commit and acknowledgement repeat tries.
         insert_many_ignoring_duplicates(conn, job_tries, self._tries)
-        self._rows, self._tries, self._since = {}, [], None
+        if self._events:
+            insert_many_ignoring_duplicates(conn, notifications, self._events)
+        self._rows, self._tries, self._events, self._since = {}, [], [], None
 
-    def finish(self, *, cancelled: bool) -> tuple[AttemptStatus, Totals]:
-        """Flush what is left and close the attempt with the outcome its rows say, in one transaction."""
+    def finish(self, *, cancelled: bool, failed_reason: str | None = None) -> tuple[AttemptStatus, Totals]:
+        """Flush what is left and close the attempt with the outcome its rows say (and its
+        notifications), in one transaction."""
         assert self.handle is not None
         with write_tx(self.engine) as conn:
             check_epoch(conn, self.run_id, self.handle.epoch)
             self.flush(conn)
-            return close_attempt(conn, self.run_id, self.attempt_id, cancelled=cancelled)
+            return close_attempt(
+                conn,
+                self.run_id,
+                self.attempt_id,
+                cancelled=cancelled,
+                notify=self.notify_rules,
+                failed_reason=failed_reason,
+            )

@@ -225,3 +225,29 @@ schedule_slots = Table(
     Column("reason", Text),  # why a fire failed (migration 0004)
     UniqueConstraint("application_name", "slot"),
 )
+
+# Added by migration 0004: the notification outbox (orchestrator.notify). A row is written in the
+# transaction of the state change that causes it and moves pending -> sending -> sent (or retrying ->
+# ... -> failed after its tries); ``event_key`` makes writing the same event twice a no-op.
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer),  # NULL: not about a run (scheduler_failed)
+    Column("attempt_id", Integer),
+    Column("event", String(30), nullable=False),
+    Column("event_key", String(64), nullable=False),
+    Column("sink", Text, nullable=False),  # as written in the workflow: never expanded
+    Column("payload", JSON, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("tries", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("next_try_at", UTCDateTime, nullable=False),
+    Column("claimed_by", String(300)),
+    Column("claimed_at", UTCDateTime),
+    Column("sent_at", UTCDateTime),
+    UniqueConstraint("event_key"),
+    Index(None, "status", "next_try_at"),
+    Index(None, "run_id"),
+)
