@@ -82,7 +82,10 @@ class AttemptOutcome:
     def exit_code(self) -> int:
         if self.cancelled_by is not None:
             return 130
-        if self.status in (AttemptStatus.CANCELLED, AttemptStatus.INTERRUPTED) or self.failed:
+        if (
+            self.status in (AttemptStatus.CANCELLED, AttemptStatus.INTERRUPTED, AttemptStatus.FAILED)
+            or self.failed
+        ):
             return 1
         return 0
 
@@ -135,6 +138,9 @@ class Coordinator:
         self._acks: list[Any] = []
         self._next_renewal = 0.0
         self._abandon = False  # stopping without recording the rest: leave running jobs to finish
+        # max_run_time: the attempt's deadline (monotonic), set when it begins; past it, it is stopped.
+        self.deadline: float | None = None
+        self.deadline_missed = False
 
     def request_cancel(self, why: str) -> None:
         """Safe from a signal handler: it only enqueues."""
@@ -198,6 +204,8 @@ class Coordinator:
             waits.append(max(0.0, self._next_renewal - time.monotonic()))
         if self.delayed:
             waits.append(max(0.0, self.delayed[0][0] - time.monotonic()))
+        if self.deadline is not None and not self.cancelled_by:
+            waits.append(max(0.0, self.deadline - time.monotonic()))
         waits = [w for w in waits if w is not None]
         return min(waits) if waits else None
 
@@ -208,6 +216,9 @@ class Coordinator:
                 f"{failure}; the attempt is left for `executioner resume {self.recorder.run_id}`"
             )
         now = time.monotonic()
+        if self.deadline is not None and now >= self.deadline and not self.cancelled_by:
+            self.deadline_missed = True
+            self._cancel(f"deadline: max_run_time {self.start.workflow.max_run_time:g}s exceeded")
         while self.delayed and self.delayed[0][0] <= now and not self.cancelled_by and not self.history.down:
             _, job_id, task = heapq.heappop(self.delayed)
             self._submit(job_id, task)
@@ -261,6 +272,8 @@ class Coordinator:
         self.jobs = self.start.jobs_to_dispatch
         self._next_renewal = time.monotonic() + self.handle.ttl / 3
         self.began = True
+        if self.start.workflow.max_run_time is not None:
+            self.deadline = time.monotonic() + self.start.workflow.max_run_time
         self.executor.open(self.recorder.run_id, self.recorder.attempt_id, self.handle.epoch, self.events.put)
         plan = self.start.plan
         self.reporter.attempt_started(
@@ -514,7 +527,10 @@ class Coordinator:
             return AttemptOutcome(None, None, status, outcomes, cancelled_by=self.cancelled_by)
         while True:  # the attempt's end is history too: ride out an outage like any other write
             try:
-                status, totals = self.recorder.finish(cancelled=bool(self.cancelled_by))
+                status, totals = self.recorder.finish(
+                    cancelled=bool(self.cancelled_by),
+                    failed_reason="deadline" if self.deadline_missed else None,
+                )
                 break
             except DBAPIError as exc:
                 self.history.failed(exc, self.recorder.run_id)
@@ -522,8 +538,9 @@ class Coordinator:
         self.history.recovered(self.recorder.run_id)
         self._flush()  # acknowledges what the last events carried, now that they are committed
         self.reporter.attempt_ended(str(status))
+        stopped_by = None if self.deadline_missed else self.cancelled_by  # a deadline is a failure: exit 1
         return AttemptOutcome(
-            self.recorder.run_id, self.recorder.attempt_id, status, outcomes, totals, self.cancelled_by
+            self.recorder.run_id, self.recorder.attempt_id, status, outcomes, totals, stopped_by
         )
 
     def _wait_for_history(self) -> None:

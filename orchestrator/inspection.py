@@ -103,6 +103,7 @@ def _attempt(a) -> dict[str, Any]:
             for c in a.changes or []
         ],
         "forced": a.forced,
+        "end_reason": a.end_reason,
     }
 
 

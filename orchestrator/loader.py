@@ -137,6 +137,8 @@ class _Validator:
         params = self.params(data.get("params"), schedule)
         pass_env = self.pass_env(data.get("pass_env"))
         notify = self.notify(data.get("notify"))
+        max_run_time = self.number(data, "max_run_time", None, None, positive=True, maximum=MAX_SECONDS)
+        sla = self.number(data, "sla", None, None, positive=True, maximum=MAX_SECONDS)
         jobs_data = data.get("jobs")
         if "jobs" not in data:
             self.err("is required", field="jobs")
@@ -161,6 +163,8 @@ class _Validator:
             params=params,
             pass_env=pass_env,
             notify=notify,
+            max_run_time=max_run_time,
+            sla=sla,
         )
         cycle = workflow.dag.find_cycle()
         if cycle:

@@ -31,6 +31,7 @@ from orchestrator.context import Context
 from orchestrator.db.engine import read_tx
 from orchestrator.db.queries import get_run
 from orchestrator.db.schema import attempts, schedule_slots
+from orchestrator.deadlines import check_slas
 from orchestrator.errors import UserError
 from orchestrator.intervals import Interval, next_slot, scheduled_interval, slots_between
 from orchestrator.loader import load_workflow
@@ -164,6 +165,7 @@ class Scheduler:
         """Handle every slot due by ``now``; returns what this scheduler did (app, slot, outcome)."""
         self._reap()
         self._expire_stale_claims(now)
+        check_slas(self.ctx.engine, self.workflows, now)
         deliver(self.ctx.engine, budget=10.0)  # alerts left by runs whose coordinator died, by failures
         done = []
         for app in self.workflows:

@@ -48,6 +48,8 @@ WORKFLOW_FIELDS = (
     "params",
     "pass_env",
     "notify",
+    "max_run_time",
+    "sla",
     "jobs",
 )
 
@@ -126,6 +128,8 @@ class Workflow:
     params: dict[str, ParamSpec] = field(default_factory=dict)
     pass_env: tuple[str, ...] = ()  # names captured from the submitting shell at `run`
     notify: tuple[NotifyRule, ...] = ()  # alerts (orchestrator.notify)
+    max_run_time: float | None = None  # seconds an attempt may take: then stopped, FAILED (deadline)
+    sla: float | None = None  # seconds after the data interval end (or the run's start): alert only
 
     def snapshot(self) -> dict[str, Any]:
         """The normalized workflow stored with every attempt (and reloadable by ``loader``)."""
@@ -149,6 +153,10 @@ class Workflow:
             snap["pass_env"] = sorted(self.pass_env)
         if self.notify:
             snap["notify"] = [rule.normalized() for rule in self.notify]
+        if self.max_run_time is not None:
+            snap["max_run_time"] = self.max_run_time
+        if self.sla is not None:
+            snap["sla"] = self.sla
         snap["jobs"] = [job.normalized() for job in self.jobs.values()]
         return snap
 

@@ -126,7 +126,9 @@ def test_prune_is_a_dry_run_until_yes(cli, work):
     dry = cli("prune", "--older-than", "1m", "--json").json()
     assert dry["runs"] == [] and not dry["deleted"]  # too recent
     everything = cli("prune", "--older-than", "0m", "--json").json()
-    assert everything["runs"] == [1, 2] and everything["rows"]["job_tries"] == 2 and everything["log_bytes"] > 0
+    assert (
+        everything["runs"] == [1, 2] and everything["rows"]["job_tries"] == 2 and everything["log_bytes"] > 0
+    )
     assert not everything["deleted"] and len(cli("runs", "--json").json()["runs"]) == 2
     assert "would remove" in cli("prune", "--older-than", "0m").out
     gone = cli("prune", "--older-than", "0m", "--yes", "--json").json()
@@ -165,3 +167,59 @@ def test_cleanup_jobs_after_a_failure_then_resume(ex, work):
     assert fine.json()["jobs"]["alert"]["status"] == "SKIPPED"
     history = ex("history", 2, "--job", "alert", "--json").json()["rows"]
     assert history[0]["reason"] == "trigger_rule"
+
+
+def test_max_run_time_stops_the_attempt_as_failed(cli, work):
+    wf = work.workflow(
+        [
+            work.job("slow", command="sleep 30"),
+            work.job("after", ["slow"]),
+            work.job("quick"),
+        ],
+        max_run_time=1.5,
+    )
+    r = cli("run", wf, "--json")
+    assert r.code == 1, r  # a failure, not an interruption by the user
+    data = r.json()
+    assert data["status"] == "FAILED"
+    assert data["jobs"]["slow"]["status"] == "CANCELLED" and data["jobs"]["after"]["status"] == "CANCELLED"
+    assert data["jobs"]["quick"]["status"] == "SUCCESS"
+    assert cli("status", 1, "--json").json()["attempts"][0]["end_reason"] == "deadline"
+
+
+def test_an_sla_missed_is_alerted_once_by_the_scheduler(tmp_path, database_url, work):
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import select
+
+    from orchestrator.context import Context
+    from orchestrator.db.engine import read_tx
+    from orchestrator.db.schema import notifications
+    from orchestrator.deadlines import check_slas
+    from orchestrator.loader import load_workflow
+    from orchestrator.settings import Settings
+
+    wf = work.workflow(
+        [work.job("a", command="exit 1")],
+        sla=60,
+        notify=[{"on": ["deadline_missed"], "command": "cat"}],
+    )
+    settings = Settings.from_env({}, home=tmp_path / "home", database_url=database_url)
+    import subprocess
+    import sys
+
+    env = {
+        "EXECUTIONER_HOME": str(tmp_path / "home"),
+        "EXECUTIONER_DATABASE_URL": database_url,
+        "PATH": "/usr/bin:/bin",
+    }
+    subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", str(wf)], env=env, check=False)
+    with Context(settings) as ctx:
+        workflows = {"test_app": load_workflow(wf)}
+        now = datetime.now(UTC)
+        assert check_slas(ctx.engine, workflows, now) == 0  # not late yet
+        assert check_slas(ctx.engine, workflows, now + timedelta(minutes=2)) == 1
+        assert check_slas(ctx.engine, workflows, now + timedelta(minutes=3)) == 1  # still late ...
+        with read_tx(ctx.engine) as conn:
+            rows = conn.execute(select(notifications.c.event, notifications.c.run_id)).all()
+    assert rows == [("deadline_missed", 1)]  # ... alerted once

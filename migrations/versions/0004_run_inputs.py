@@ -47,6 +47,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("timezone", sa.String(length=64), nullable=True))
         batch.add_column(sa.Column("pass_env", sa.JSON(), nullable=True))
         batch.create_index("ix_runs_application_name_ds", ["application_name", "ds"])
+    with op.batch_alter_table("attempts") as batch:
+        batch.add_column(sa.Column("end_reason", sa.String(length=50), nullable=True))
     with op.batch_alter_table("job_runs") as batch:
         batch.add_column(sa.Column("command", sa.JSON(), nullable=True))
     with op.batch_alter_table("job_tries") as batch:
@@ -67,6 +69,8 @@ def downgrade() -> None:
         batch.drop_column("log_uri")
     with op.batch_alter_table("job_runs") as batch:
         batch.drop_column("command")
+    with op.batch_alter_table("attempts") as batch:
+        batch.drop_column("end_reason")
     with op.batch_alter_table("runs") as batch:
         batch.drop_index("ix_runs_application_name_ds")
         for name in ("pass_env", "timezone", "ds", "data_interval_end", "data_interval_start"):

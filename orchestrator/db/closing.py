@@ -102,8 +102,11 @@ def close_attempt(
             successful_jobs=totals.successful_jobs,
             failed_jobs=totals.failed_jobs,
             skipped_jobs=totals.skipped_jobs,
+            end_reason=failed_reason,
         )
     )
+    if notify and failed_reason == "deadline":
+        _notify_end(conn, run_id, attempt_id, status, "deadline_missed", notify, failed_reason)
     event = {
         AttemptStatus.FAILED: "failure",
         AttemptStatus.INTERRUPTED: "failure",

@@ -128,6 +128,7 @@ attempts = Table(
     Column("changes", JSON, nullable=False),  # workflow changes that went through, and how
     Column("forced", Boolean, nullable=False, default=False),
     Column("epoch", Integer, nullable=False),
+    Column("end_reason", String(50)),  # migration 0004: why it ended so (e.g. "deadline")
 )
 
 job_runs = Table(
