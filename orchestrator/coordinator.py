@@ -113,6 +113,7 @@ class Coordinator:
         history_patience: float = 300.0,
     ) -> None:
         self.start, self.dag, self.executor = start, start.workflow.dag, executor
+        executor.label = start.workflow.application_name
         self.handle, self.recorder = handle, recorder
         self.history = HistoryHealth(history_patience)
         self.reporter = reporter or NullReporter()

@@ -263,17 +263,26 @@ def test_flower_lists_the_runs_tasks(celery_cli, shared_redis, work):
     flower = celery_cli.popen("flower", "--port", port, "--unauthenticated-api")
     try:
         wait_until(lambda: _http(f"http://127.0.0.1:{port}/api/tasks") is not None, 60, "flower to serve")
-        r = celery_cli("run", work.workflow([work.job("extract"), work.job("load", ["extract"])]))
-        assert r.code == 0, r
+        jobs = [
+            work.job("extract"),
+            work.job("load", ["extract"]),
+            work.job("check", command="exit 3", max_retries=1),
+        ]
+        r = celery_cli("run", work.workflow(jobs))
+        assert r.code == 1, r
 
         def listed():
             tasks = _http(f"http://127.0.0.1:{port}/api/tasks")
-            return tasks and {"run1.a1.extract.t1", "run1.a1.load.t1"} <= set(tasks)
+            wanted = {"run1.a1.extract.t1", "run1.a1.load.t1", "run1.a1.check.t1"}
+            return tasks and wanted <= set(tasks) and tasks["run1.a1.check.t1"]["state"] == "FAILURE"
 
         wait_until(listed, 30, "flower to list the run's tasks")
         tasks = _http(f"http://127.0.0.1:{port}/api/tasks")
-        assert tasks["run1.a1.extract.t1"]["name"] == "executioner.run_job"
+        assert tasks["run1.a1.extract.t1"]["name"] == "test_app.extract"  # the workflow's and job's names
         assert tasks["run1.a1.load.t1"]["state"] == "SUCCESS"
+        failed = tasks["run1.a1.check.t1"]  # a failed job is a failed task, with its status and exit code
+        assert "FAILED exit 3 after 2 tries" in failed["exception"]
+        assert failed["retried"] is not None  # the in-worker retry was an event Flower saw
     finally:
         flower.terminate()
         flower.wait(20)

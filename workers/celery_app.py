@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from celery import Celery
 
 from workers.execution import WorkerRuntime
@@ -9,6 +11,24 @@ from workers.settings import WorkerSettings
 
 TASK_NAME = "executioner.run_job"
 DEFAULT_QUEUE = "default"
+FAILED = ("FAILED", "ERROR", "TIMEOUT")
+
+
+class JobFailed(Exception):
+    """The job ended FAILED/ERROR/TIMEOUT: the task fails too (an expected error: no traceback)."""
+
+
+def _retried_event(task):
+    """A try that failed and is retried in the worker: a ``task-retried`` event, so Flower shows it."""
+
+    def send(record) -> None:
+        detail = record.error or f"exit {record.exit_code}"
+        with contextlib.suppress(Exception):  # an event is a courtesy: never let it disturb the job
+            task.send_event(
+                "task-retried", exception=f"try {record.try_number} {record.status} ({detail})", traceback=""
+            )
+
+    return send
 
 
 def create_app(settings: WorkerSettings | None = None) -> Celery:
@@ -52,9 +72,16 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
     )
     runtime = WorkerRuntime(settings)
 
-    @app.task(name=TASK_NAME, bind=True)
+    @app.task(name=TASK_NAME, bind=True, throws=(JobFailed,))
     def run_job(self, payload: dict) -> dict:
-        return runtime.execute(payload, self.request.hostname)
+        result = runtime.execute(payload, self.request.hostname, _retried_event(self))
+        if result.get("status") in FAILED:
+            # The task's state follows the job's (Flower shows it FAILURE). Raised once the result is
+            # on the run's stream; acknowledged all the same (acks_late acks failures): never re-queued.
+            raise JobFailed(
+                f"{result['status']} exit {result.get('exit_code')} after {result['tries']} tries"
+            )
+        return result
 
     app.executioner_runtime = runtime
     return app

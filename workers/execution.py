@@ -31,6 +31,12 @@ def _error_result(task: JobTask, worker: str, reason: str) -> JobResult:
     return JobResult(task.run_id, task.attempt_id, task.job_id, [record], task.epoch)
 
 
+def _retried(channel: Channel, task: JobTask, record, on_retry) -> None:
+    channel.try_ended(task, record)
+    if on_retry is not None:
+        on_retry(record)
+
+
 class WorkerRuntime:
     """Per worker process: its Redis connection, built lazily after the pool forked (never shared)."""
 
@@ -67,7 +73,7 @@ class WorkerRuntime:
             self._heartbeats = Heartbeats(channel, self.settings.heartbeat_interval)
         return self._heartbeats
 
-    def execute(self, payload: dict, worker_name: str | None) -> dict:
+    def execute(self, payload: dict, worker_name: str | None, on_retry=None) -> dict:
         worker = worker_name or socket.gethostname()
         try:
             verify(payload, self.settings.secret_key)
@@ -86,7 +92,7 @@ class WorkerRuntime:
         hooks = RunnerHooks(
             # The first try's start went out with the claim; retries announce theirs.
             on_try_start=lambda t, n, pid, at: n != t.first_try and channel.started(t, n, worker, pid, at),
-            on_try_end=lambda t, record, final: final or channel.try_ended(t, record),
+            on_try_end=lambda t, record, final: final or _retried(channel, t, record, on_retry),
             cancel=cancel,
             reaper=self.reaper,
             worker_name=worker,

@@ -82,6 +82,7 @@ class Executor(ABC):
     # True if jobs submitted but not yet started are simply dropped by cancel() (they wait in a
     # broker): the coordinator then settles them itself instead of waiting for their events.
     withdraws_queued: bool = False
+    label: str = ""  # the workflow's application_name (Celery: tasks show as "<label>.<job>")
 
     def dispatch_limit(self, parallel: int | None) -> int | None:
         """How many jobs the coordinator may keep submitted when ``parallel`` may run at once."""

@@ -101,6 +101,7 @@ class CeleryExecutor(Executor):
                 task_id=task_id,
                 queue=task.queue,
                 argsrepr=shown_args(payload),  # what Flower and events show: secrets masked
+                shadow=f"{self.label}.{task.job_id}" if self.label else None,  # Flower: "nightly_etl.load"
             ),
             f"dispatching job {task.job_id!r}",
             retry=False,
