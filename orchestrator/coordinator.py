@@ -34,6 +34,7 @@ from orchestrator.executors.base import (
 )
 from orchestrator.history_health import HistoryHealth
 from orchestrator.locks.base import RunHandle
+from orchestrator.queue_watch import QueueWatch
 from orchestrator.reporting import NullReporter, Reporter
 from orchestrator.trigger_rules import FAILED, Verdict, evaluate, fails_eagerly
 from orchestrator.workflow import JobDef
@@ -49,6 +50,7 @@ from workers.statuses import (
 )
 
 log = logging.getLogger("executioner.coordinator")
+QUEUE_TIMEOUT = "queue_timeout"  # the reason of a job that waited for a worker past its queue_timeout
 
 
 @dataclass(slots=True)
@@ -142,6 +144,7 @@ class Coordinator:
         # max_run_time: the attempt's deadline (monotonic), set when it begins; past it, it is stopped.
         self.deadline: float | None = None
         self.deadline_missed = False
+        self.queues = QueueWatch()  # jobs waiting for a worker: queue_timeout, unconsumed queues
 
     def request_cancel(self, why: str) -> None:
         """Safe from a signal handler: it only enqueues."""
@@ -207,6 +210,9 @@ class Coordinator:
             waits.append(max(0.0, self.delayed[0][0] - time.monotonic()))
         if self.deadline is not None and not self.cancelled_by:
             waits.append(max(0.0, self.deadline - time.monotonic()))
+        if self.queues.queued:  # a queue timeout, or the probe for unconsumed queues
+            probe = max(self.queues.next_probe, time.monotonic() + 1.0)
+            waits.append(max(0.0, min(probe, self.queues.next_deadline() or probe) - time.monotonic()))
         waits = [w for w in waits if w is not None]
         return min(waits) if waits else None
 
@@ -217,6 +223,8 @@ class Coordinator:
                 f"{failure}; the attempt is left for `executioner resume {self.recorder.run_id}`"
             )
         now = time.monotonic()
+        if self.queues.queued and not self.cancelled_by:
+            self._watch_queues()
         if self.deadline is not None and now >= self.deadline and not self.cancelled_by:
             self.deadline_missed = True
             self._cancel(f"deadline: max_run_time {self.start.workflow.max_run_time:g}s exceeded")
@@ -233,6 +241,26 @@ class Coordinator:
             except DBAPIError as exc:  # the SQL lease's database is away: ride it out like history
                 self.history.failed(exc, self.recorder.run_id)
             self._next_renewal = now + self.handle.ttl / 3
+
+    def _watch_queues(self) -> None:
+        self.queues.unconsumed(self.executor.consumers)
+        for job_id, queue_name, timeout in self.queues.timed_out():
+            task = self.queues.tasks[job_id]
+            self.queues.left_queue(job_id)
+            if not self.executor.withdraw(task):  # it started meanwhile (or cannot be withdrawn)
+                continue
+            self.in_flight -= 1
+            detail = f"no worker started it within {timeout:g}s (queue {queue_name!r})"
+            self._settle(
+                job_id,
+                JobStatus.ERROR,
+                None,
+                task.first_try,
+                time.time(),
+                "",
+                reason=QUEUE_TIMEOUT,
+                detail=detail,
+            )
 
     def _flush(self) -> None:
         try:
@@ -288,6 +316,7 @@ class Coordinator:
         self.recorder.job_update(job_id, status=JobStatus.QUEUED)
         self.in_flight += 1
         self.executor.submit(task)
+        self.queues.queued_now(job_id, task, self.jobs[job_id].queue_timeout)
         self.reporter.job_changed(job_id, JobStatus.QUEUED, try_number=task.first_try)
 
     # -- events --------------------------------------------------------------------------------------
@@ -319,6 +348,7 @@ class Coordinator:
             self._lost(event, live)
 
     def _started(self, event: TryStarted, live: _Live) -> None:
+        self.queues.left_queue(event.job_id)
         columns = started_columns(
             event.worker, event.pid, event.at, first_start=live.first_started_at is None
         )
@@ -342,6 +372,7 @@ class Coordinator:
             self.reporter.try_failed(job_id, record.try_number, record.status, detail)
 
     def _job_ended(self, event: JobEnded) -> None:
+        self.queues.left_queue(event.job_id)
         live = self.live[event.job_id]
         for record in event.result.tries:
             self._record_try(event.job_id, live, record, retried=record is not event.result.final)

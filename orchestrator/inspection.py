@@ -24,7 +24,7 @@ from orchestrator.run_inputs import RunInputs, runnable, shown_command
 from orchestrator.settle import preview
 from orchestrator.state import derived_run_status
 from workers.secrets import mask_env
-from workers.statuses import AttemptStatus
+from workers.statuses import AttemptStatus, JobStatus
 
 
 def iso(value: datetime | None) -> str | None:
@@ -72,11 +72,27 @@ def run_status(ctx: Context, run_id: int) -> dict[str, Any]:
             "reasons": {j: d.reason for j, d in next_plan.decisions.items()},
         },
     }
+    if holder is not None and last.executor == "celery":
+        out["queues"] = _queues(ctx, workflow, view.state)
     if view.settled:
         # Its coordinator is gone: the figures above are what `resume` will record first.
         out["attempts"][-1]["status"] = view.status
         out["coordinator_gone"] = {"still_running": view.still_running}
     return out
+
+
+def _queues(ctx: Context, workflow, state) -> dict[str, bool]:
+    """For a live Celery run with jobs waiting: whether some worker consumes each of their queues (a
+    broadcast question to the workers: it changes nothing)."""
+    waiting = {workflow.jobs[j].queue for j in workflow.jobs if state[j].status is JobStatus.QUEUED}
+    if not waiting:
+        return {}
+    executor = ctx.executor("celery", 1)
+    try:
+        served = executor.consumers(waiting)
+    finally:
+        executor.close()
+    return {} if served is None else {q: q in served for q in sorted(waiting)}
 
 
 def _attempt(a) -> dict[str, Any]:

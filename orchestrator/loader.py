@@ -390,10 +390,20 @@ class _Validator:
             self.err(f"must be one of {allowed}, got {summary(rule)}", job=job_id, field="trigger_rule")
         elif rule != TriggerRule.ALL_SUCCESS and not deps:
             self.err(f"{rule} needs dependencies to apply to", job=job_id, field="trigger_rule")
+        queue_timeout = self.number(merged, "queue_timeout", job_id, None, positive=True, maximum=MAX_SECONDS)
         if len(self.problems) > before or command is None:
             return None
         return JobDef(
-            job_id, command, tuple(deps), env, working_dir, timeout, queue, retry, TriggerRule(rule)
+            job_id,
+            command,
+            tuple(deps),
+            env,
+            working_dir,
+            timeout,
+            queue,
+            retry,
+            TriggerRule(rule),
+            queue_timeout,
         )
 
     def command(self, job_id: str, merged: dict) -> str | tuple[str, ...] | None:

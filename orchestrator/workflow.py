@@ -32,7 +32,16 @@ RETRY_FIELDS = (
     "retry_on_status",
     "retry_on_exit_codes",
 )
-JOB_FIELDS = ("id", "command", "dependencies", *DEFINITION_FIELDS[1:], "queue", "trigger_rule", *RETRY_FIELDS)
+JOB_FIELDS = (
+    "id",
+    "command",
+    "dependencies",
+    *DEFINITION_FIELDS[1:],
+    "queue",
+    "queue_timeout",
+    "trigger_rule",
+    *RETRY_FIELDS,
+)
 DEFAULTABLE_FIELDS = tuple(f for f in JOB_FIELDS if f not in ("id", "dependencies"))
 SCHEDULE_OVERLAP = ("skip", "allow")
 SCHEDULE_CATCHUP = ("latest", "none", "all")
@@ -66,6 +75,7 @@ class JobDef:
     queue: str = "default"
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     trigger_rule: TriggerRule = TriggerRule.ALL_SUCCESS
+    queue_timeout: float | None = None  # seconds it may wait for a worker (Celery), then ERROR
 
     def normalized(self) -> dict[str, Any]:
         """Canonical dict: every field present, defaults applied, sorted where order is meaningless.
@@ -82,6 +92,8 @@ class JobDef:
         }
         if self.trigger_rule is not TriggerRule.ALL_SUCCESS:
             out["trigger_rule"] = str(self.trigger_rule)
+        if self.queue_timeout is not None:
+            out["queue_timeout"] = self.queue_timeout
         return out
 
     def task(

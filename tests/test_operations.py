@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 
 import pytest
@@ -223,3 +224,65 @@ def test_an_sla_missed_is_alerted_once_by_the_scheduler(tmp_path, database_url, 
         with read_tx(ctx.engine) as conn:
             rows = conn.execute(select(notifications.c.event, notifications.c.run_id)).all()
     assert rows == [("deadline_missed", 1)]  # ... alerted once
+
+
+def test_a_queue_nobody_consumes_times_out_as_error(celery_cli, work, caplog):
+    wf = work.workflow(
+        [
+            work.job("nowhere", queue="nobody-consumes-this", queue_timeout=2),
+            work.job("after", ["nowhere"]),
+            work.job("fine"),
+        ]
+    )
+    r = celery_cli("run", wf, "--json")
+    assert r.code == 1, r
+    jobs = r.json()["jobs"]
+    assert jobs["nowhere"]["status"] == "ERROR" and jobs["after"]["status"] == "UPSTREAM_FAILED"
+    assert jobs["fine"]["status"] == "SUCCESS"
+    row = celery_cli("history", 1, "--job", "nowhere", "--json").json()["rows"][0]
+    assert row["reason"] == "queue_timeout" and "no worker started it within 2s" in row["detail"]
+    assert "nowhere" not in work.ran()  # withdrawn: no worker will ever run it
+
+
+def test_status_says_a_queue_has_no_consumer(celery_cli, work):
+    wf = work.workflow([work.job("waits", queue="nobody-here")])
+    run = celery_cli.popen("run", wf)
+    try:
+        deadline = time.monotonic() + 60
+        st = {}
+        while time.monotonic() < deadline:
+            r = celery_cli("status", 1, "--json")
+            st = r.json() if r.code == 0 else {}
+            if st.get("queues"):
+                break
+            time.sleep(0.3)
+        assert st["queues"] == {"nobody-here": False}
+        text = celery_cli("status", 1)
+        assert "queue 'nobody-here': no worker consuming" in text.err
+    finally:
+        run.send_signal(signal.SIGINT)
+        run.communicate(timeout=60)
+
+
+def test_the_queue_watch_reports_each_unconsumed_queue_once():
+    from orchestrator.queue_watch import PROBE_SECONDS, WAIT_BEFORE_PROBE, QueueWatch
+
+    now = [0.0]
+    watch = QueueWatch(clock=lambda: now[0])
+
+    class T:
+        def __init__(self, queue):
+            self.queue = queue
+
+    watch.queued_now("a", T("heavy"), timeout=None)
+    watch.queued_now("b", T("default"), timeout=5)
+    asked = []
+    consumers = lambda qs: asked.append(set(qs)) or {"default"}  # noqa: E731
+    assert watch.unconsumed(consumers) == [] and asked == []  # nobody waited long yet
+    assert watch.next_deadline() == 5 and watch.timed_out() == []
+    now[0] = WAIT_BEFORE_PROBE
+    assert watch.unconsumed(consumers) == ["heavy"] and asked == [{"heavy", "default"}]
+    assert [j for j, _, _ in watch.timed_out()] == ["b"]
+    assert watch.unconsumed(consumers) == []  # probed at most every PROBE_SECONDS
+    now[0] += PROBE_SECONDS
+    assert watch.unconsumed(consumers) == ["heavy"] and watch.said == {"heavy"}

@@ -143,6 +143,9 @@ def status(data: dict, *, as_json: bool) -> None:
     if data["locked_by"]:
         h = data["locked_by"]
         line(f"locked by {h['host']} pid {h['pid']} ({h['what']}) since {h['since']}")
+    for queue, served in (data.get("queues") or {}).items():
+        if not served:
+            warning(f"queue {queue!r}: no worker consuming; its jobs wait (executioner worker -Q {queue})")
     table(
         ["attempt", "status", "start", "end", "total", "ok", "failed", "skipped", "trigger", "hash"],
         [

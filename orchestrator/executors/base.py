@@ -106,6 +106,15 @@ class Executor(ABC):
     def acknowledge(self, acks: list[Any]) -> None:  # noqa: B027 - optional hook
         """Called once the events carrying ``acks`` are safely in the history."""
 
+    def withdraw(self, task: JobTask) -> bool:
+        """Make sure a dispatched task that has not started never will; False if it started (or this
+        executor cannot withdraw: the local pool starts what it is given)."""
+        return False
+
+    def consumers(self, queues: set[str]) -> set[str] | None:
+        """Which of ``queues`` some worker consumes; None when this executor cannot tell."""
+        return None
+
     def check(self) -> None:  # noqa: B027 - optional hook
         """Raise ``ServiceUnavailableError`` if the executor cannot run jobs (before anything is written)."""
 

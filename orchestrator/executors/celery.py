@@ -33,6 +33,9 @@ SIGNATURE_TTL_SECONDS = DONE_TTL_MS / 1000
 BROKER_ERRORS = (RedisError, OperationalError, OSError)
 
 
+WITHDRAWN_TTL_MS = 7 * 24 * 3600 * 1000  # as long as a finished lease: outlives any redelivery
+
+
 class CeleryExecutor(Executor):
     name = "celery"
     # Queued tasks wait in Redis, not in a process of ours: on cancel the coordinator settles them
@@ -106,6 +109,22 @@ class CeleryExecutor(Executor):
             f"dispatching job {task.job_id!r}",
             retry=False,
         )
+
+    def withdraw(self, task: JobTask) -> bool:
+        # The worker's claim takes the dispatch's lease with SET NX: taking it first, for good, means
+        # no worker will ever start it; failing to means one already did.
+        lease = keys.lease(self.scope, task.run_id, task.attempt_id, task.job_id, task.first_try)
+        try:
+            return bool(self.redis.set(lease, "withdrawn", nx=True, px=WITHDRAWN_TTL_MS))
+        except Exception:  # the broker is away: not withdrawn, the job waits on
+            return False
+
+    def consumers(self, queues: set[str]) -> set[str] | None:
+        try:
+            active = self.app.control.inspect(timeout=1.0).active_queues() or {}
+        except Exception:
+            return None
+        return {q["name"] for worker_queues in active.values() for q in worker_queues or []} & queues
 
     def cancel(self) -> None:
         if self.run_id is not None:
