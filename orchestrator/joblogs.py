@@ -20,7 +20,7 @@ from sqlalchemy import Connection, func, select
 from orchestrator.context import Context
 from orchestrator.db.engine import read_tx
 from orchestrator.db.queries import load_run
-from orchestrator.db.schema import job_runs, job_tries
+from orchestrator.db.schema import attempts, job_runs, job_tries
 from orchestrator.errors import UnknownJobError, UserError
 from orchestrator.launch import stored_workflow
 from workers.logstore import read_log, try_key
@@ -122,17 +122,24 @@ def follow(
     shown: set[int] = set()
     live_try, offsets = 0, {"out": 0, "err": 0}
     note_at = clock()
+    remote: _RedisFollow | None = None
     while True:
         with read_tx(ctx.engine) as conn:
             load_run(conn, run_id)  # unknown run: exit 2
             attempt = attempt_id or _latest_attempt(conn, run_id, job_id)
             status = _job_status(conn, run_id, job_id, attempt) if attempt else None
             rows = _tries(conn, run_id, job_id, attempt) if attempt else []
+            executor = _executor(conn, run_id, attempt) if attempt else None
+        live_now = status is not None and JobStatus(status) in LIVE
+        if executor == "celery" and remote is None and live_now and ctx.settings.broker_url:
+            remote = _RedisFollow(ctx, run_id, attempt, job_id)  # its worker publishes while we read
         for row in rows:
             if row.try_number in shown:
                 continue
             shown.add(row.try_number)
-            if row.try_number == live_try:  # streamed as it ran: what is left of it
+            if row.try_number == live_try and remote is not None:  # what its worker published last
+                remote.pump(live_try, emit, 0.05)
+            elif row.try_number == live_try:  # streamed as it ran: what is left of it
                 for stream in ("out", "err"):
                     path = store.local_path(try_key(scope, run_id, attempt, job_id, live_try), stream)
                     offsets[stream] = _stream(path, offsets[stream], stream, emit)
@@ -142,6 +149,8 @@ def follow(
                 emit("out", out.stdout)
                 emit("err", out.stderr)
         if status is not None and JobStatus(status) not in LIVE:
+            if remote is not None:
+                remote.close()
             return str(status)
         if status is None or JobStatus(status) is not JobStatus.RUNNING:
             if clock() >= note_at:
@@ -152,10 +161,51 @@ def follow(
             if running != live_try:
                 live_try, offsets = running, {"out": 0, "err": 0}
                 emit("note", f"=== attempt {attempt} try {running}: RUNNING")
+            if remote is not None:  # on a worker: what it publishes to Redis
+                remote.pump(live_try, emit, poll)
+                continue
             for stream in ("out", "err"):
                 path = store.local_path(try_key(scope, run_id, attempt, job_id, live_try), stream)
                 offsets[stream] = _stream(path, offsets[stream], stream, emit)
         time.sleep(poll)
+
+
+class _RedisFollow:
+    """Follows a try running on a Celery worker: keeps the job's follower key alive (workers publish
+    only then) and reads the try's output stream from Redis."""
+
+    def __init__(self, ctx: Context, run_id: int, attempt_id: int, job_id: str) -> None:
+        from workers import keys
+
+        self.redis = ctx.redis()
+        self.keys = keys
+        self.scope, self.run_id, self.attempt_id, self.job_id = ctx.scope, run_id, attempt_id, job_id
+        self.follow_key = keys.follower(ctx.scope, run_id, attempt_id, job_id)
+        self.renewed = 0.0
+        self.last: dict[int, str] = {}
+
+    def pump(self, try_number: int, emit: Callable[[str, str], None], block: float) -> None:
+        now = time.monotonic()
+        if now - self.renewed > 3:
+            self.redis.set(self.follow_key, 1, ex=10)
+            self.renewed = now
+        key = self.keys.output(self.scope, self.run_id, self.attempt_id, self.job_id, try_number)
+        found = self.redis.xread({key: self.last.get(try_number, "0")}, block=int(block * 1000), count=100)
+        for _, entries in found or []:
+            for entry_id, fields in entries:
+                self.last[try_number] = entry_id
+                stream = "err" if fields.get(b"s") == b"1" else "out"
+                emit(stream, fields.get(b"d", b"").decode("utf-8", errors="replace"))
+
+    def close(self) -> None:
+        self.redis.delete(self.follow_key)
+        self.redis.close()
+
+
+def _executor(conn: Connection, run_id: int, attempt_id: int) -> str | None:
+    return conn.execute(
+        select(attempts.c.executor).where(attempts.c.run_id == run_id, attempts.c.attempt_id == attempt_id)
+    ).scalar()
 
 
 def _stream(path: Path | None, offset: int, stream: str, emit: Callable[[str, str], None]) -> int:

@@ -286,3 +286,31 @@ def test_the_queue_watch_reports_each_unconsumed_queue_once():
     assert watch.unconsumed(consumers) == []  # probed at most every PROBE_SECONDS
     now[0] += PROBE_SECONDS
     assert watch.unconsumed(consumers) == ["heavy"] and watch.said == {"heavy"}
+
+
+def test_follow_a_job_running_on_a_celery_worker(celery_cli, work):
+    gate = work.root / "gate"
+    wf = work.workflow(
+        # The worker asks at most once a second whether someone follows: "second" comes later.
+        [
+            {
+                "id": "talk",
+                "command": f"echo first; sleep 1.2; while [ ! -e {gate} ]; do sleep 0.05; done; echo second",
+            }
+        ]
+    )
+    run = celery_cli.popen("run", wf)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            st = celery_cli("status", 1, "--json")
+            if st.code == 0 and st.json()["jobs"]["talk"]["status"] == "RUNNING":
+                break
+            time.sleep(0.1)
+        follower = celery_cli.popen("logs", 1, "talk", "--follow")
+        assert "RUNNING" in follower.stderr.readline()  # it follows now (pytest-timeout guards it)
+        gate.touch()
+        out, err = follower.communicate(timeout=60)
+        assert "second" in out and "job talk: SUCCESS" in err, (out, err)
+    finally:
+        assert run.wait(60) == 0

@@ -180,3 +180,32 @@ class _Watch:
 
     def __exit__(self, *exc) -> None:
         self.heartbeats.forget(self.owner)
+
+
+class OutputFeed:
+    """A running try's output, published to Redis only while a ``logs --follow`` reads the job (its
+    follower key exists, checked at most once a second), capped and expiring: never a second log."""
+
+    MAXLEN = 500
+    TTL_SECONDS = 600
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._checked: dict[str, tuple[float, bool]] = {}
+
+    def __call__(self, task: JobTask, try_number: int, stream: int, chunk: bytes) -> None:
+        if not chunk:
+            return
+        follow = keys.follower(task.scope, task.run_id, task.attempt_id, task.job_id)
+        at, wanted = self._checked.get(follow, (0.0, False))
+        now = time.monotonic()
+        if now - at >= 1.0:
+            wanted = bool(self.redis.exists(follow))
+            self._checked[follow] = (now, wanted)
+        if not wanted:
+            return
+        key = keys.output(task.scope, task.run_id, task.attempt_id, task.job_id, try_number)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xadd(key, {"s": stream, "d": chunk}, maxlen=self.MAXLEN, approximate=True)
+        pipe.expire(key, self.TTL_SECONDS)
+        pipe.execute()

@@ -11,7 +11,7 @@ import socket
 import time
 import uuid
 
-from workers.channel import Channel, Claim, Heartbeats
+from workers.channel import Channel, Claim, Heartbeats, OutputFeed
 from workers.reaper import Reaper
 from workers.redis_client import connect
 from workers.runner import CancelToken, RunnerHooks, run_job
@@ -99,6 +99,7 @@ class WorkerRuntime:
             base_env=self.base_env,
             secret_patterns=self.secret_patterns,
             log_store=self.log_store,
+            on_output=OutputFeed(channel.redis),  # `logs --follow` from any machine
         )
 
         def stop(why: str) -> None:

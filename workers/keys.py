@@ -46,3 +46,13 @@ def run_holder(scope: str, run_id: int) -> str:
 def task_id(run_id: int, attempt_id: int, job_id: str, first_try: int) -> str:
     """Celery task ids name the job, so Flower and the broker's keys show which job is which."""
     return f"run{run_id}.a{attempt_id}.{job_id}.t{first_try}"
+
+
+def output(scope: str, run_id: int, attempt_id: int, job_id: str, try_number: int) -> str:
+    """A running try's output, chunk by chunk, while someone follows it (``logs --follow``)."""
+    return f"{PREFIX}:{scope}:output:{run_id}:{attempt_id}:{job_id}:{try_number}"
+
+
+def follower(scope: str, run_id: int, attempt_id: int, job_id: str) -> str:
+    """Set (with a short TTL) while a ``logs --follow`` reads a job: only then do workers publish."""
+    return f"{PREFIX}:{scope}:follow:{run_id}:{attempt_id}:{job_id}"

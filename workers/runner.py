@@ -81,6 +81,8 @@ class RunnerHooks:
     base_env: dict[bytes, bytes] | None = None  # bytes: subprocess need not encode it per job
     # Where each try's complete output goes (workers.logstore); None: only the tail is kept.
     log_store: LogStore | None = None
+    # task, try, stream (0 out, 1 err), chunk: output as it comes (Celery: to a follower via Redis).
+    on_output: Callable[[JobTask, int, int, bytes], None] | None = None
 
 
 def run_job(task: JobTask, hooks: RunnerHooks | None = None) -> JobResult:
@@ -188,7 +190,13 @@ def run_try(task: JobTask, try_number: int, hooks: RunnerHooks, worker: str) -> 
     if hooks.on_try_start:
         hooks.on_try_start(task, try_number, proc.pid, start)
     try:
-        outcome = _supervise(proc, out_r, err_r, task.timeout, hooks.cancel, log)
+        tee = None
+        if hooks.on_output is not None:
+
+            def tee(stream: int, chunk: bytes, _emit=hooks.on_output) -> None:
+                _emit(task, try_number, stream, chunk)
+
+        outcome = _supervise(proc, out_r, err_r, task.timeout, hooks.cancel, log, tee, secrets)
     finally:
         if reaper is not None:
             reaper.leader_waited(proc.pid)
@@ -246,13 +254,15 @@ class _Outcome:
 class _Capture:
     """The output of a try: the tail of each stream, its total size, and the full log if kept."""
 
-    __slots__ = ("buffers", "log", "sizes", "streams")
+    __slots__ = ("buffers", "log", "maskers", "sizes", "streams", "tee")
 
-    def __init__(self, out_fd: int, err_fd: int, log: TryLog | None) -> None:
+    def __init__(self, out_fd: int, err_fd: int, log: TryLog | None, tee=None, secrets=()) -> None:
         self.buffers = {out_fd: bytearray(), err_fd: bytearray()}
         self.streams = {out_fd: 0, err_fd: 1}
         self.sizes = [0, 0]
         self.log = log
+        self.tee = tee  # output as it comes, secrets masked (workers.logstore.Masker)
+        self.maskers = [Masker(list(secrets)), Masker(list(secrets))] if tee is not None and secrets else None
 
     def __iter__(self):
         return iter(self.buffers)
@@ -272,6 +282,11 @@ class _Capture:
                 self.log.write(stream, chunk)
             except OSError:  # disk full: the job goes on, its tail is still kept
                 self.log = None
+        if self.tee is not None:
+            try:
+                self.tee(stream, self.maskers[stream].feed(chunk) if self.maskers else chunk)
+            except Exception:  # a follower's channel is a courtesy: never disturb the job
+                self.tee = None
         buf = self.buffers[fd]
         buf += chunk
         if len(buf) > 2 * OUTPUT_TAIL_BYTES:
@@ -286,10 +301,12 @@ def _supervise(
     timeout: float | None,
     cancel: CancelToken | None,
     log: TryLog | None = None,
+    tee=None,
+    secrets=(),
 ) -> _Outcome:
     """Wait for ``proc`` while keeping the tail of its output; enforce timeout and cancellation."""
     pidfd = os.pidfd_open(proc.pid)
-    buffers = _Capture(out_fd, err_fd, log)
+    buffers = _Capture(out_fd, err_fd, log, tee, secrets)
     cancel_fd = cancel.fileno() if cancel is not None else -1
     # select.poll rather than the selectors module: a job's whole supervision is a few C calls.
     poller = select.poll()
