@@ -119,6 +119,6 @@ def test_logs_of_a_job_that_never_ran_is_a_note_not_an_unknown_id(cli, work):
     wf = work.workflow([work.job("a", command="exit 3"), work.job("b", ["a"])])
     assert cli("run", wf).code == 1
     r = cli("logs", 1, "b")
-    assert r.code == 0 and "no try has ended yet (status UPSTREAM_FAILED)" in r.err, r
+    assert r.code == 0 and "job b: UPSTREAM_FAILED, it did not run" in r.err, r
     r = cli("logs", 1, "nope")
     assert r.code == 2 and "unknown job id(s) in run 1: 'nope'" in r.err, r

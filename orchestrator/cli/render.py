@@ -228,7 +228,11 @@ def history(data: dict, *, as_json: bool) -> None:
 def logs(found: dict) -> None:
     if not found["tries"]:  # a job that has not run yet, or is running: not an error
         status = found["status"]
-        note = "no output yet" if status in ("PENDING", "QUEUED") else "no try has ended yet (--follow)"
+        note = {
+            "PENDING": "no output yet",
+            "QUEUED": "no output yet",
+            "RUNNING": "no try has ended yet (--follow to watch it)",
+        }.get(status, "it did not run")
         click.echo(f"run {found['run_id']} job {found['job_id']}: {status}, {note}", err=True)
     for t in found["tries"]:
         exit_note = "" if t.exit_code is None else f" exit {t.exit_code}"
