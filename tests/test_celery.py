@@ -288,6 +288,39 @@ def test_flower_lists_the_runs_tasks(celery_cli, shared_redis, work):
         flower.wait(20)
 
 
+def test_flowers_tasks_page_in_a_browser_shows_failed_jobs_failed(celery_cli, work, tmp_path):
+    from support.browser import chromium_page
+
+    port = free_port()
+    flower = celery_cli.popen("flower", "--port", port, "--unauthenticated-api")
+    try:
+        wait_until(lambda: _http(f"http://127.0.0.1:{port}/api/tasks") is not None, 60, "flower to serve")
+        r = celery_cli(
+            "run", work.workflow([work.job("ok"), work.job("broken", command="exit 3", max_retries=1)])
+        )
+        assert r.code == 1, r
+        wait_until(
+            lambda: (
+                (_http(f"http://127.0.0.1:{port}/api/tasks") or {}).get("run1.a1.broken.t1", {}).get("state")
+                == "FAILURE"
+            ),
+            30,
+            "flower to see the failure",
+        )
+        with chromium_page() as page:
+            page.goto(f"http://127.0.0.1:{port}/tasks")
+            row = page.locator("tr", has_text="run1.a1.broken.t1")
+            row.wait_for()
+            text = row.inner_text()
+            assert "test_app.broken" in text and "FAILURE" in text, text
+            ok = page.locator("tr", has_text="run1.a1.ok.t1").inner_text()
+            assert "test_app.ok" in ok and "SUCCESS" in ok, ok
+            page.screenshot(path=str(tmp_path / "flower-tasks.png"))
+    finally:
+        flower.terminate()
+        flower.wait(20)
+
+
 def test_flower_refuses_to_start_without_auth(celery_cli):
     r = celery_cli("flower", "--port", free_port())
     assert r.code == 2 and "--basic-auth" in r.err
