@@ -19,8 +19,8 @@ from sqlalchemy import Connection, func, select
 
 from orchestrator.context import Context
 from orchestrator.db.engine import read_tx
-from orchestrator.db.queries import load_run
-from orchestrator.db.schema import attempts, job_runs, job_tries
+from orchestrator.db.queries import load_run, try_rows
+from orchestrator.db.schema import attempts, job_runs
 from orchestrator.errors import UnknownJobError, UserError
 from orchestrator.launch import stored_workflow
 from workers.logstore import read_log, try_key
@@ -67,7 +67,7 @@ def job_logs(
         if not known and not _has_rows(conn, run_id, job_id):
             raise UnknownJobError(run_id, [job_id])
         attempt_id = attempt_id or _latest_attempt(conn, run_id, job_id)
-        rows = _tries(conn, run_id, job_id, attempt_id) if attempt_id else []
+        rows = try_rows(conn, run_id, job_id, attempt_id) if attempt_id else []
         status = _job_status(conn, run_id, job_id, attempt_id) if attempt_id else None
     if try_number is not None:
         rows = [r for r in rows if r.try_number == try_number]
@@ -128,7 +128,7 @@ def follow(
             load_run(conn, run_id)  # unknown run: exit 2
             attempt = attempt_id or _latest_attempt(conn, run_id, job_id)
             status = _job_status(conn, run_id, job_id, attempt) if attempt else None
-            rows = _tries(conn, run_id, job_id, attempt) if attempt else []
+            rows = try_rows(conn, run_id, job_id, attempt) if attempt else []
             executor = _executor(conn, run_id, attempt) if attempt else None
         live_now = status is not None and JobStatus(status) in LIVE
         if executor == "celery" and remote is None and live_now and ctx.settings.broker_url:
@@ -246,17 +246,3 @@ def _job_status(conn: Connection, run_id: int, job_id: str, attempt_id: int) -> 
             job_runs.c.run_id == run_id, job_runs.c.job_id == job_id, job_runs.c.attempt_id == attempt_id
         )
     ).scalar()
-
-
-def _tries(conn: Connection, run_id: int, job_id: str, attempt_id: int) -> list:
-    return list(
-        conn.execute(
-            select(job_tries)
-            .where(
-                job_tries.c.run_id == run_id,
-                job_tries.c.job_id == job_id,
-                job_tries.c.attempt_id == attempt_id,
-            )
-            .order_by(job_tries.c.try_number)
-        )
-    )

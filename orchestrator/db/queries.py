@@ -178,16 +178,8 @@ def job_history(conn: Connection, run_id: int, job_id: str | None = None) -> lis
     return out
 
 
-def try_outputs(conn: Connection, run_id: int, job_id: str, attempt_id: int | None = None) -> list[Row]:
-    """The stored output tails of a job's tries: of ``attempt_id``, else of its latest attempt."""
-    if attempt_id is None:
-        attempt_id = conn.execute(
-            select(func.max(job_tries.c.attempt_id)).where(
-                job_tries.c.run_id == run_id, job_tries.c.job_id == job_id
-            )
-        ).scalar()
-        if attempt_id is None:
-            return []
+def try_rows(conn: Connection, run_id: int, job_id: str, attempt_id: int) -> list[Row]:
+    """A job's ended tries in one attempt, their output tails included, in try order."""
     return list(
         conn.execute(
             select(job_tries)
