@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from celery import Celery
+from celery.app.amqp import AMQP
 
 from workers.execution import WorkerRuntime
 from workers.settings import WorkerSettings
@@ -31,12 +32,29 @@ def _retried_event(task):
     return send
 
 
+class _AMQP(AMQP):
+    """Celery's message factory, with the ``task-sent`` event carrying the task's shadow name too:
+    Flower merges sent and received events in whatever order they arrive, and the received one names
+    the task by its shadow — so both must, or a job shows as ``executioner.run_job`` at random."""
+
+    def as_task_v2(self, task_id, name, *args, **kwargs):
+        message = super().as_task_v2(task_id, name, *args, **kwargs)
+        shadow = message.headers.get("shadow")  # Celery passes it positionally
+        if shadow and message.sent_event is not None:
+            message.sent_event["name"] = shadow
+        return message
+
+
 def create_app(settings: WorkerSettings | None = None) -> Celery:
     settings = settings or WorkerSettings.from_env()
     if not settings.broker_url:
         raise ValueError("a broker URL is needed: set EXECUTIONER_BROKER_URL")
     app = Celery(
-        "executioner", broker=settings.broker_url, backend=settings.result_backend, set_as_current=False
+        "executioner",
+        broker=settings.broker_url,
+        backend=settings.result_backend,
+        set_as_current=False,
+        amqp=_AMQP,
     )
     app.conf.update(
         # JSON only: no pickle on the wire.
