@@ -160,9 +160,13 @@ def start_run(
     except BaseException as exc:  # the claimed slot says why it has no run (no-op once it fired)
         reason = "; ".join(exc.lines()) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
         # If the history is unreachable the claim expires (orchestrator.slots); the original error
-        # is the one to report.
+        # is the one to report. The alert goes to the file's rules, when it still loads.
         with contextlib.suppress(Exception):
-            mark_failed(ctx.engine, request.slot.application_name, request.slot.slot, reason or "interrupted")
+            rules = ()
+            with contextlib.suppress(Exception):
+                rules = load_workflow(request.workflow_path).notify
+            slot = request.slot
+            mark_failed(ctx.engine, slot.application_name, slot.slot, reason or "interrupted", rules)
         raise
 
 
