@@ -85,12 +85,19 @@ def job_logs(
 
 
 def output(row: Any) -> TryOutput:
-    full = {s: read_log(row.log_uri, s) if row.log_uri else None for s in ("out", "err")}
-    complete = all(v is not None for v in full.values())
-    if complete:
-        text = {s: full[s].decode("utf-8", errors="replace") for s in full}
-    else:
-        text = {"out": row.stdout_tail or "", "err": row.stderr_tail or ""}
+    sizes = {"out": row.stdout_bytes, "err": row.stderr_bytes}
+    tails = {"out": row.stdout_tail or "", "err": row.stderr_tail or ""}
+    text: dict[str, str] = {}
+    for stream, size in sizes.items():
+        if size is not None and size <= len(tails[stream].encode()) and not tails[stream].startswith("[… "):
+            text[stream] = tails[stream]  # the history holds all of it (an empty stream has no file)
+            continue
+        full = read_log(row.log_uri, stream) if row.log_uri else None
+        if full is not None:
+            text[stream] = full.decode("utf-8", errors="replace")
+    complete = len(text) == 2
+    if not complete:
+        text = tails
     return TryOutput(
         row.attempt_id,
         row.try_number,

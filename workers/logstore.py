@@ -21,6 +21,7 @@ import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Any
 
 STREAMS = ("out", "err")
 
@@ -34,22 +35,43 @@ def run_key(scope: str, run_id: int) -> str:
 
 
 class TryLog:
-    """The files of one try being written; ``write`` takes stream 0 (stdout) or 1 (stderr)."""
+    """The files of one try being written; ``write`` takes stream 0 (stdout) or 1 (stderr).
+
+    A stream's file is created with its first byte: creating a file costs about a millisecond on
+    some disks, and most tries of many jobs print nothing. A stream that stayed empty has no file
+    (its size, 0, is in the try's record)."""
 
     def __init__(self, paths: tuple[Path, Path], masker: Masker | None = None) -> None:
         self.paths = paths
-        # Unbuffered: one write per chunk read from the pipe, visible at once to `logs --follow`.
-        self.files = [open(p, "wb", buffering=0) for p in paths]  # noqa: SIM115 - closed in close()
+        self.files: list[Any] = [None, None]
         self.sizes = [0, 0]
+        self.failed = False
         self.maskers = [masker, masker.copy()] if masker is not None else [None, None]
 
     def write(self, stream: int, data: bytes) -> None:
+        try:
+            f = self.files[stream]
+            if f is None:
+                path = self.paths[stream]
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                # Unbuffered: one write per chunk read from the pipe, seen at once by `logs --follow`.
+                f = self.files[stream] = open(path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
+            masker = self.maskers[stream]
+            f.write(masker.feed(data) if masker is not None else data)
+        except OSError:
+            self.failed = True  # the store cannot take it: the try keeps no (partial) full log
+            raise
         self.sizes[stream] += len(data)
-        masker = self.maskers[stream]
-        self.files[stream].write(masker.feed(data) if masker is not None else data)
+
+    @property
+    def empty(self) -> bool:
+        """Nothing kept: no output, or the store failed (the history's tail is what there is)."""
+        return self.failed or not any(self.sizes)
 
     def close(self) -> None:
         for stream, f in enumerate(self.files):
+            if f is None:
+                continue
             masker = self.maskers[stream]
             with contextlib.suppress(OSError):
                 if masker is not None:
@@ -85,19 +107,18 @@ class LogStore(ABC):
 
 class DirectoryLogStore(LogStore):
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+        self.root = Path(os.path.abspath(root))  # absolute once: no resolving per try
 
     def _base(self, key: str) -> Path:
         return self.root / key
 
     def open_try(self, key: str, masker: Masker | None = None) -> TryLog:
         base = self._base(key)
-        base.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         return TryLog((base.with_name(base.name + ".out"), base.with_name(base.name + ".err")), masker)
 
     def finish(self, key: str, log: TryLog) -> str | None:
         log.close()
-        return self._base(key).resolve().as_uri()
+        return None if log.empty else self._base(key).as_uri()  # no output: the history has it all
 
     def read(self, uri: str, stream: str) -> bytes | None:
         path = _file_path(uri)
@@ -140,11 +161,15 @@ class FsspecLogStore(LogStore):
 
     def finish(self, key: str, log: TryLog) -> str | None:
         log.close()
+        if log.empty:
+            shutil.rmtree(log.paths[0].parent, ignore_errors=True)
+            return None
         target = f"{self.root}/{key}"
         try:
             self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)  # object stores: nothing to do
             for path, stream in zip(log.paths, STREAMS, strict=True):
-                self.fs.put_file(str(path), f"{target}.{stream}")
+                if path.exists():
+                    self.fs.put_file(str(path), f"{target}.{stream}")
         except Exception:  # the store is away: the tail in the history is what is left
             return None
         finally:
@@ -178,7 +203,7 @@ class FsspecLogStore(LogStore):
 
 class NullLogStore(LogStore):
     def open_try(self, key: str, masker: Masker | None = None) -> TryLog:
-        return TryLog((Path(os.devnull), Path(os.devnull)))
+        return _Discard()
 
     def finish(self, key: str, log: TryLog) -> str | None:
         log.close()
@@ -195,6 +220,14 @@ class NullLogStore(LogStore):
 
     def run_size(self, scope: str, run_id: int) -> int:
         return 0
+
+
+class _Discard(TryLog):
+    def __init__(self) -> None:
+        super().__init__((Path(os.devnull), Path(os.devnull)))
+
+    def write(self, stream: int, data: bytes) -> None:
+        self.sizes[stream] += len(data)
 
 
 def log_store(url: str | None, home: Path) -> LogStore:
