@@ -41,7 +41,13 @@ class CancelResult:
 
 
 def cancel_run(
-    ctx: Context, run_id: int, *, wait: bool = False, timeout: float = 600.0, clock=time.monotonic
+    ctx: Context,
+    run_id: int,
+    *,
+    wait: bool = False,
+    timeout: float = 600.0,
+    clock=time.monotonic,
+    owner: LockOwner | None = None,
 ) -> CancelResult:
     with read_tx(ctx.engine) as conn:
         record = load_run(conn, run_id)  # unknown run: exit 2
@@ -49,7 +55,7 @@ def cancel_run(
     if last is None or last.status != AttemptStatus.RUNNING:
         status = last.status if last is not None else "no attempt"
         raise UserError(f"run {run_id} is not running (its last attempt is {status}); nothing to cancel")
-    owner = LockOwner("cancel")
+    owner = owner or LockOwner("cancel")
     locks = ctx.locks_for(record.run)
     if locks.holder(run_id) is None:  # no live coordinator: settle it, as resume would
         with RunHandle(locks, owner, run_id).acquire() as handle:

@@ -14,6 +14,7 @@ from orchestrator.db.queries import (
     job_history,
     list_runs,
     load_run,
+    status_counts,
 )
 from orchestrator.errors import UnknownJobError, UserError
 from orchestrator.launch import stored_workflow
@@ -23,6 +24,7 @@ from orchestrator.planner import PlanRequest, plan
 from orchestrator.run_inputs import RunInputs, runnable, shown_command
 from orchestrator.settle import preview
 from orchestrator.state import derived_run_status
+from orchestrator.workflow import Workflow
 from workers.secrets import mask_env
 from workers.statuses import AttemptStatus, JobStatus
 
@@ -34,6 +36,11 @@ def iso(value: datetime | None) -> str | None:
 def run_status(ctx: Context, run_id: int) -> dict[str, Any]:
     """Read-only: never takes a lock, fences or kills anything (a live coordinator goes on as if
     nobody looked). An attempt whose coordinator's lock expired is shown as settling would record it."""
+    return status_and_workflow(ctx, run_id)[0]
+
+
+def status_and_workflow(ctx: Context, run_id: int) -> tuple[dict[str, Any], Workflow]:
+    """``status``'s data and the run's stored workflow it was planned with (the web view draws it)."""
     with read_tx(ctx.engine) as conn:
         record = load_run(conn, run_id)
         alerts = status_rows(conn, run_id)
@@ -78,7 +85,7 @@ def run_status(ctx: Context, run_id: int) -> dict[str, Any]:
         # Its coordinator is gone: the figures above are what `resume` will record first.
         out["attempts"][-1]["status"] = view.status
         out["coordinator_gone"] = {"still_running": view.still_running}
-    return out
+    return out, workflow
 
 
 def _queues(ctx: Context, workflow, state) -> dict[str, bool]:
@@ -139,17 +146,16 @@ def run_filter(application: str | None, status: str | None, logical_date: str | 
         raise UserError(f"--logical-date {exc}") from None
 
 
-def runs_list(ctx: Context, limit: int = 20, filters: RunFilter | None = None) -> dict[str, Any]:
+def runs_list(
+    ctx: Context, limit: int = 20, filters: RunFilter | None = None, before: int | None = None
+) -> dict[str, Any]:
     with read_tx(ctx.engine) as conn:
-        rows = list_runs(conn, limit, filters)
+        rows = list_runs(conn, limit, filters, before)
         for r in rows:
             # A mark-success or rollback after the last attempt: the status derives from the
             # effective states (SPEC). Rare, so read only those runs in full.
             if r.pop("manual_after_last"):
-                record = load_run(conn, r["run_id"])
-                r["status"] = derived_run_status(
-                    r["status"], record.state, stored_workflow(record).jobs, True
-                )
+                r["status"] = _derived_status(conn, r["run_id"])
     wanted = filters.status if filters is not None else None
     return {
         "runs": [
@@ -163,6 +169,24 @@ def runs_list(ctx: Context, limit: int = 20, filters: RunFilter | None = None) -
             if wanted is None or r["status"] == wanted
         ]
     }
+
+
+def runs_counts(ctx: Context, filters: RunFilter | None = None) -> dict[str, int]:
+    """How many runs match ``filters`` (but their status) per status: one aggregate, plus the rare runs
+    with a manual action after their last attempt, whose status is derived as ``runs`` derives it."""
+    with read_tx(ctx.engine) as conn:
+        counts, manual_ids = status_counts(conn, filters)
+        for run_id in manual_ids:
+            status = _derived_status(conn, run_id)
+            counts[status] = counts.get(status, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _derived_status(conn, run_id: int) -> str:
+    record = load_run(conn, run_id)
+    return str(
+        derived_run_status(record.last_attempt.status, record.state, stored_workflow(record).jobs, True)
+    )
 
 
 def run_history(ctx: Context, run_id: int, job_id: str | None = None) -> dict[str, Any]:

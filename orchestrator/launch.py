@@ -90,6 +90,7 @@ class ResumeRequest:
     triggered_by: str = "cli"
     trigger_reason: str = "resume"
     params: dict[str, Any] = field(default_factory=dict)  # refused: a run is its parameters
+    user: str | None = None  # who resumes, when not the OS user (the web view's signed-in user)
 
 
 @dataclass(slots=True)
@@ -261,7 +262,7 @@ def resume_run(
     with read_tx(ctx.engine) as conn:
         run = get_run(conn, request.run_id)  # unknown run: exit 2 before anything else
     given = load_workflow(request.workflow_path) if request.workflow_path else None
-    owner = LockOwner("resume")
+    owner = LockOwner("resume", user=request.user) if request.user else LockOwner("resume")
     with RunHandle(ctx.locks_for(run), owner, request.run_id).acquire() as handle:
         record = load_settled(ctx, handle)
         # Alerts its last attempt left undelivered (its coordinator died, or a receiver was down).

@@ -10,7 +10,7 @@ from orchestrator.context import Context
 from orchestrator.dag import Dag
 from orchestrator.db.engine import read_tx, write_tx
 from orchestrator.db.fencing import check_epoch
-from orchestrator.db.queries import RunRecord, get_run
+from orchestrator.db.queries import RunRecord, get_run, load_run
 from orchestrator.db.schema import audit_events, utcnow
 from orchestrator.errors import RefusedError, UnknownJobError
 from orchestrator.launch import stored_workflow
@@ -26,18 +26,29 @@ class ManualResult:
     action: AuditAction
     job_ids: list[str]  # the jobs whose effective state it changed
     unchanged: list[str] = field(default_factory=list)  # already so: repeating an action is a no-op
+    dry_run: bool = False  # what it would change; nothing was written and no lock was taken
 
     def as_dict(self) -> dict:
-        return {
+        out = {
             "run_id": self.run_id,
             "action": str(self.action),
             "jobs": self.job_ids,
             "unchanged": self.unchanged,
         }
+        if self.dry_run:
+            out["dry_run"] = True
+        return out
 
 
 def mark_success(
-    ctx: Context, run_id: int, job_ids: list[str], *, with_upstream: bool = False, force: bool = False
+    ctx: Context,
+    run_id: int,
+    job_ids: list[str],
+    *,
+    with_upstream: bool = False,
+    force: bool = False,
+    dry_run: bool = False,
+    owner: LockOwner | None = None,
 ) -> ManualResult:
     def choose(record: RunRecord, dag: Dag) -> list[str]:
         upstream = dag.ancestors(job_ids)
@@ -53,54 +64,77 @@ def mark_success(
         return [j for j in dag.order if j in chosen]
 
     details = {"with_upstream": with_upstream, "force": force, "requested": list(job_ids)}
-    return _act(ctx, run_id, job_ids, AuditAction.MARK_SUCCESS, "mark-success", choose, details)
+    action = _Action(AuditAction.MARK_SUCCESS, owner or LockOwner("mark-success"), details, dry_run)
+    return _act(ctx, run_id, job_ids, action, choose)
 
 
-def rollback(ctx: Context, run_id: int, job_id: str) -> ManualResult:
+def rollback(
+    ctx: Context, run_id: int, job_id: str, *, dry_run: bool = False, owner: LockOwner | None = None
+) -> ManualResult:
     def choose(record: RunRecord, dag: Dag) -> list[str]:
         chosen = dag.with_descendants([job_id])
         return [j for j in dag.order if j in chosen]
 
-    return _act(ctx, run_id, [job_id], AuditAction.ROLLBACK, "rollback", choose, {"requested": [job_id]})
+    action = _Action(AuditAction.ROLLBACK, owner or LockOwner("rollback"), {"requested": [job_id]}, dry_run)
+    return _act(ctx, run_id, [job_id], action, choose)
 
 
-def _act(ctx, run_id, job_ids, action, what, choose, details) -> ManualResult:
+@dataclass(frozen=True, slots=True)
+class _Action:
+    kind: AuditAction
+    owner: LockOwner  # who acts (the OS user, or the web view's signed-in user), recorded as actor
+    details: dict
+    dry_run: bool
+
+
+def _act(ctx: Context, run_id: int, job_ids: list[str], action: _Action, choose) -> ManualResult:
+    what = action.owner.what
+    if action.dry_run:  # read-only: no lock, nothing written (the web view's preview, --dry-run)
+        with read_tx(ctx.engine) as conn:
+            record = load_run(conn, run_id)
+        if record.last_attempt is None or record.last_attempt.status == AttemptStatus.RUNNING:
+            raise RefusedError(f"{what} refused: run {run_id} is running; wait for it or cancel it")
+        return _choose(record, run_id, job_ids, action, choose)
     with read_tx(ctx.engine) as conn:
         run = get_run(conn, run_id)
-    owner = LockOwner(what)
-    with RunHandle(ctx.locks_for(run), owner, run_id).acquire() as handle:
+    with RunHandle(ctx.locks_for(run), action.owner, run_id).acquire() as handle:
         record = load_settled(ctx, handle, wait=False)
         if record.last_attempt.status == AttemptStatus.RUNNING:
             raise RefusedError(
                 f"{what} refused: run {run_id} attempt {record.last_attempt.attempt_id} lost its "
                 "coordinator but still has jobs running on workers; `resume` waits for them"
             )
-        workflow = stored_workflow(record)
-        unknown = [j for j in job_ids if j not in workflow.jobs]
-        if unknown:
-            raise UnknownJobError(run_id, unknown)
-        chosen = choose(record, workflow.dag)
-        # Idempotent: a job already marked SUCCESS (or already PENDING, for a rollback) is left as
-        # it is and not recorded again; an action that changes nothing writes nothing.
-        done = [j for j in chosen if _already(record.state[j], action)]
-        chosen = [j for j in chosen if j not in done]
-        if not chosen:
-            return ManualResult(run_id, action, [], done)
+        result = _choose(record, run_id, job_ids, action, choose)
+        if not result.job_ids:
+            return result
         with write_tx(ctx.engine) as conn:
             check_epoch(conn, run_id, handle.epoch)
             conn.execute(
                 insert(audit_events).values(
                     run_id=run_id,
-                    action=action,
-                    job_ids=chosen,
-                    actor=owner.actor,
+                    action=action.kind,
+                    job_ids=result.job_ids,
+                    actor=action.owner.actor,
                     at=utcnow(),
                     after_attempt=record.last_attempt.attempt_id,
                     attempt_id=None,
-                    details=details,
+                    details=action.details,
                 )
             )
-    return ManualResult(run_id, action, chosen, done)
+    return result
+
+
+def _choose(record: RunRecord, run_id: int, job_ids: list[str], action: _Action, choose) -> ManualResult:
+    workflow = stored_workflow(record)
+    unknown = [j for j in job_ids if j not in workflow.jobs]
+    if unknown:
+        raise UnknownJobError(run_id, unknown)
+    chosen = choose(record, workflow.dag)
+    # Idempotent: a job already marked SUCCESS (or already PENDING, for a rollback) is left as
+    # it is and not recorded again; an action that changes nothing writes nothing.
+    done = [j for j in chosen if _already(record.state[j], action.kind)]
+    chosen = [j for j in chosen if j not in done]
+    return ManualResult(run_id, action.kind, chosen, done, dry_run=action.dry_run)
 
 
 def _already(state: JobState, action: AuditAction) -> bool:

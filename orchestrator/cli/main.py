@@ -254,6 +254,9 @@ def run(
 @click.option("--max-parallel", type=PARALLEL)
 @click.option("--dry-run", is_flag=True, help="Show the plan, the changes and the verdict; write nothing.")
 @click.option("--param", "param_items", multiple=True, hidden=True)  # refused, with the reason
+@click.option("--triggered-by", default="cli", hidden=True)  # set by the web view
+@click.option("--trigger-reason", hidden=True)
+@click.option("--as-user", hidden=True)  # the web view's signed-in user, recorded as who resumed
 @_json_option
 @click.pass_context
 def resume(
@@ -268,6 +271,9 @@ def resume(
     max_parallel,
     dry_run,
     param_items,
+    triggered_by,
+    trigger_reason,
+    as_user,
     as_json,
 ) -> None:
     """Resume RUN_ID as its next attempt: re-run what is not effectively SUCCESS."""
@@ -283,8 +289,10 @@ def resume(
         executor,
         max_parallel,
         dry_run,
-        trigger_reason=_trigger_reason(),
+        triggered_by=triggered_by,
+        trigger_reason=trigger_reason or _trigger_reason(),
         params=dict.fromkeys(param_items, ""),
+        user=as_user,
     )
     with _context(ctx) as c:
         result = resume_run(
@@ -298,28 +306,32 @@ def resume(
 @click.argument("jobs", nargs=-1, required=True)
 @click.option("--with-upstream", is_flag=True, help="Mark unsatisfied ancestors SUCCESS too.")
 @click.option("--force", is_flag=True, help="Mark even if ancestors are not SUCCESS.")
+@click.option("--dry-run", is_flag=True, help="Say which jobs it would mark; write nothing, take no lock.")
 @_json_option
 @click.pass_context
-def mark_success(ctx, run_id, jobs, with_upstream, force, as_json) -> None:
+def mark_success(ctx, run_id, jobs, with_upstream, force, dry_run, as_json) -> None:
     """Set the effective state of JOBS to SUCCESS (audited; no attempt)."""
     from orchestrator import manual
 
     with _context(ctx) as c:
-        result = manual.mark_success(c, run_id, list(jobs), with_upstream=with_upstream, force=force)
+        result = manual.mark_success(
+            c, run_id, list(jobs), with_upstream=with_upstream, force=force, dry_run=dry_run
+        )
     render.manual(result, as_json=as_json)
 
 
 @cli.command()
 @click.argument("run_id", type=RUN_ID)
 @click.argument("job")
+@click.option("--dry-run", is_flag=True, help="Say which jobs it would roll back; write nothing.")
 @_json_option
 @click.pass_context
-def rollback(ctx, run_id, job, as_json) -> None:
+def rollback(ctx, run_id, job, dry_run, as_json) -> None:
     """Put JOB and all its descendants back to PENDING (audited; no attempt)."""
     from orchestrator import manual
 
     with _context(ctx) as c:
-        result = manual.rollback(c, run_id, job)
+        result = manual.rollback(c, run_id, job, dry_run=dry_run)
     render.manual(result, as_json=as_json)
 
 
@@ -500,8 +512,9 @@ def db_upgrade(ctx) -> None:
 
 # Imported here, after the helpers they share with the commands above are defined.
 from orchestrator.cli.scheduling import backfill, schedule, scheduler  # noqa: E402
+from orchestrator.cli.web import web  # noqa: E402
 
-for _command in (worker, flower, scheduler, schedule, backfill):
+for _command in (worker, flower, scheduler, schedule, backfill, web):
     cli.add_command(_command)
 
 

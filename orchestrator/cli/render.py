@@ -262,10 +262,13 @@ def manual(result, *, as_json: bool) -> None:
         emit_json(result.as_dict())
         return
     verb = {"mark_success": "marked SUCCESS", "rollback": "rolled back to PENDING"}[str(result.action)]
+    state = verb.split()[-1]
+    if result.dry_run:
+        verb = f"would be {verb} (dry run: nothing was written)"
     if result.job_ids:
         line(f"run {result.run_id}: {verb}: {', '.join(result.job_ids)}")
     if result.unchanged:
-        line(f"run {result.run_id}: already {verb.split()[-1]}, unchanged: {', '.join(result.unchanged)}")
+        line(f"run {result.run_id}: already {state}, unchanged: {', '.join(result.unchanged)}")
 
 
 def schedules(data: dict, *, as_json: bool) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -100,38 +100,19 @@ class RunFilter:
     logical_date: datetime | None = None  # or an exact logical date
 
 
-def list_runs(conn: Connection, limit: int, filters: RunFilter | None = None) -> list[dict[str, Any]]:
-    """Newest first: each run with its latest attempt's status and its attempt count (one query)."""
+def list_runs(
+    conn: Connection, limit: int, filters: RunFilter | None = None, before: int | None = None
+) -> list[dict[str, Any]]:
+    """Newest first: each run with its latest attempt's status and its attempt count (one query).
+    ``before``: only runs with a smaller id (the next page, stable while new runs arrive)."""
     f = filters or RunFilter()
-    # The newest attempt by a correlated lookup on the primary key: newest runs first, stopping at
-    # ``limit`` (no aggregate over every attempt of the history).
-    other = attempts.alias()
-    newest = select(func.max(other.c.attempt_id)).where(other.c.run_id == runs.c.run_id).scalar_subquery()
-    manual = (
-        select(audit_events.c.id)
-        .where(
-            audit_events.c.run_id == runs.c.run_id,
-            audit_events.c.attempt_id.is_(None),
-            audit_events.c.after_attempt >= attempts.c.attempt_id,
-        )
-        .exists()
+    query = _filtered(
+        select(runs, attempts.c.attempt_id.label("n"), attempts.c.status, _manual_after().label("manual")),
+        f,
     )
-    query = (
-        select(runs, attempts.c.attempt_id.label("n"), attempts.c.status, manual.label("manual"))
-        .select_from(
-            runs.join(attempts, (attempts.c.run_id == runs.c.run_id) & (attempts.c.attempt_id == newest))
-        )
-        .order_by(runs.c.run_id.desc())
-        .limit(limit)
-    )
-    if f.application_name is not None:
-        query = query.where(runs.c.application_name == f.application_name)
-    if f.status is not None:  # a run with a manual action after its last attempt: judged by the caller
-        query = query.where(or_(attempts.c.status == f.status, manual))
-    if f.ds is not None:
-        query = query.where(runs.c.ds == f.ds)
-    if f.logical_date is not None:
-        query = query.where(runs.c.logical_date == f.logical_date)
+    query = query.order_by(runs.c.run_id.desc()).limit(limit)
+    if before is not None:
+        query = query.where(runs.c.run_id < before)
     return [
         {
             "run_id": r.run_id,
@@ -146,6 +127,50 @@ def list_runs(conn: Connection, limit: int, filters: RunFilter | None = None) ->
         }
         for r in conn.execute(query)
     ]
+
+
+def status_counts(conn: Connection, filters: RunFilter | None = None) -> tuple[dict[str, int], list[int]]:
+    """How many runs match ``filters`` (its status aside) per latest attempt status, in one
+    aggregate; and the ids of runs with a manual action after their last attempt, whose status the
+    caller derives (they are counted apart, not guessed)."""
+    f = replace(filters or RunFilter(), status=None)
+    manual = _manual_after()
+    grouped = _filtered(select(attempts.c.status, func.count()).where(~manual), f).group_by(attempts.c.status)
+    counts = {status: n for status, n in conn.execute(grouped)}
+    manual_ids = list(conn.execute(_filtered(select(runs.c.run_id).where(manual), f)).scalars())
+    return counts, manual_ids
+
+
+def _manual_after():
+    """A mark-success or rollback recorded after the run's latest attempt (joined as ``attempts``)."""
+    return (
+        select(audit_events.c.id)
+        .where(
+            audit_events.c.run_id == runs.c.run_id,
+            audit_events.c.attempt_id.is_(None),
+            audit_events.c.after_attempt >= attempts.c.attempt_id,
+        )
+        .exists()
+    )
+
+
+def _filtered(query, f: RunFilter):
+    # The newest attempt by a correlated lookup on the primary key: newest runs first, stopping at
+    # the page's end (no aggregate over every attempt of the history).
+    other = attempts.alias()
+    newest = select(func.max(other.c.attempt_id)).where(other.c.run_id == runs.c.run_id).scalar_subquery()
+    query = query.select_from(
+        runs.join(attempts, (attempts.c.run_id == runs.c.run_id) & (attempts.c.attempt_id == newest))
+    )
+    if f.application_name is not None:
+        query = query.where(runs.c.application_name == f.application_name)
+    if f.status is not None:  # a run with a manual action after its last attempt: judged by the caller
+        query = query.where(or_(attempts.c.status == f.status, _manual_after()))
+    if f.ds is not None:
+        query = query.where(runs.c.ds == f.ds)
+    if f.logical_date is not None:
+        query = query.where(runs.c.logical_date == f.logical_date)
+    return query
 
 
 def job_history(conn: Connection, run_id: int, job_id: str | None = None) -> list[dict[str, Any]]:
@@ -191,6 +216,50 @@ def try_rows(conn: Connection, run_id: int, job_id: str, attempt_id: int) -> lis
             .order_by(job_tries.c.try_number)
         )
     )
+
+
+def last_tails(conn: Connection, run_id: int, keys: list[tuple[int, str]]) -> dict[str, dict[str, Any]]:
+    """The last ended try of each (attempt, job) in ``keys``, with its output tails (one query)."""
+    if not keys:
+        return {}
+    wanted = set(keys)
+    rows = conn.execute(
+        select(
+            job_tries.c.attempt_id,
+            job_tries.c.job_id,
+            job_tries.c.try_number,
+            job_tries.c.stdout_tail,
+            job_tries.c.stderr_tail,
+            job_tries.c.error,
+        )
+        .where(job_tries.c.run_id == run_id, job_tries.c.job_id.in_(sorted({j for _, j in keys})))
+        .order_by(job_tries.c.attempt_id, job_tries.c.try_number)
+    )
+    return {r.job_id: r._asdict() for r in rows if (r.attempt_id, r.job_id) in wanted}
+
+
+def run_version(conn: Connection, run_id: int) -> tuple:
+    """Changes whenever anything a run page shows does (statuses, tries, attempts, audit): three small
+    aggregates, so a page that polls re-renders only when there is something new."""
+    jobs = conn.execute(
+        select(job_runs.c.attempt_id, job_runs.c.status, func.count(), func.max(job_runs.c.retry_count))
+        .where(job_runs.c.run_id == run_id)
+        .group_by(job_runs.c.attempt_id, job_runs.c.status)
+        .order_by(job_runs.c.attempt_id, job_runs.c.status)
+    ).all()
+    tries = conn.execute(
+        select(func.count(), func.max(job_tries.c.end_time)).where(job_tries.c.run_id == run_id)
+    ).one()
+    events = conn.execute(
+        select(func.count(), func.max(audit_events.c.id)).where(audit_events.c.run_id == run_id)
+    ).one()
+    last = conn.execute(
+        select(attempts.c.attempt_id, attempts.c.status)
+        .where(attempts.c.run_id == run_id)
+        .order_by(attempts.c.attempt_id.desc())
+        .limit(1)
+    ).first()
+    return (tuple(map(tuple, jobs)), tuple(tries), tuple(events), tuple(last or ()))
 
 
 def latest_statuses(conn: Connection, run_ids: list[int]) -> dict[int, str]:

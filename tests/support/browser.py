@@ -25,14 +25,15 @@ FLAGS = [
 
 
 @contextlib.contextmanager
-def chromium_page():
-    """A fresh page in a fresh profile; closed (with its browser) afterwards."""
+def chromium_page(**context_options):
+    """A fresh page in a fresh profile; closed (with its browser) afterwards. ``context_options``:
+    Playwright's (``http_credentials`` for basic auth, ...)."""
     executable = require_binary("chromium")
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as profile, sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(
-            profile, executable_path=executable, headless=True, args=FLAGS
+            profile, executable_path=executable, headless=True, args=FLAGS, **context_options
         )
         try:
             page = browser.new_page()
