@@ -1,6 +1,6 @@
 """``python -m benchmarks [CASE ...] [--smoke]``: every case against its baseline, in one run.
 
-Cases: local-wide, local-chain, celery-wide, celery-chain, plan-fresh, plan-resume, memory (or
+Cases: local-wide, local-chain, celery-wide, celery-chain, plan-fresh, plan-resume, memory, web (or
 ``all``). Prints one line per case with the medians (min-max) and the ratio, writes the results as
 JSON. ``--smoke`` runs each case tiny, once: it keeps the harness from rotting (CI), it measures nothing.
 """
@@ -22,6 +22,8 @@ FULL = {
     "plan": 10_000,
     "attempts": 5,
     "memory": 10_000,
+    "web_runs": 10_000,
+    "web_jobs": 2000,
     "repeat": 5,
 }
 SMOKE = {
@@ -32,9 +34,20 @@ SMOKE = {
     "plan": 200,
     "attempts": 2,
     "memory": 50,
+    "web_runs": 50,
+    "web_jobs": 30,
     "repeat": 1,
 }
-CASES = ["local-wide", "local-chain", "celery-wide", "celery-chain", "plan-fresh", "plan-resume", "memory"]
+CASES = [
+    "local-wide",
+    "local-chain",
+    "celery-wide",
+    "celery-chain",
+    "plan-fresh",
+    "plan-resume",
+    "memory",
+    "web",
+]
 
 
 def run_cases(names: list[str], size: dict, repeat: int, scratch: Path) -> list[CaseResult]:
@@ -65,6 +78,11 @@ def run_cases(names: list[str], size: dict, repeat: int, scratch: Path) -> list[
         report(planning.plan_resume(scratch, size["plan"], size["attempts"], repeat))
     if "memory" in names:
         report(memory.memory(scratch, size["memory"], min(repeat, 3)))
+    if "web" in names:
+        from benchmarks import web_cases
+
+        for result in web_cases.web_pages(scratch, size["web_runs"], size["web_jobs"], repeat):
+            report(result)
     return results
 
 

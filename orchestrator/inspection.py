@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -9,6 +10,7 @@ from orchestrator.context import Context
 from orchestrator.db.engine import read_tx
 from orchestrator.db.queries import (
     RunFilter,
+    RunRecord,
     audit_trail,
     get_run,
     job_history,
@@ -39,8 +41,11 @@ def run_status(ctx: Context, run_id: int) -> dict[str, Any]:
     return status_and_workflow(ctx, run_id)[0]
 
 
-def status_and_workflow(ctx: Context, run_id: int) -> tuple[dict[str, Any], Workflow]:
-    """``status``'s data and the run's stored workflow it was planned with (the web view draws it)."""
+def status_and_workflow(
+    ctx: Context, run_id: int, workflow_of: Callable[[RunRecord], Workflow] = stored_workflow
+) -> tuple[dict[str, Any], Workflow]:
+    """``status``'s data and the run's stored workflow it was planned with (the web view draws it;
+    ``workflow_of`` lets it keep the parsed workflow of an attempt between page loads)."""
     with read_tx(ctx.engine) as conn:
         record = load_run(conn, run_id)
         alerts = status_rows(conn, run_id)
@@ -49,7 +54,7 @@ def status_and_workflow(ctx: Context, run_id: int) -> tuple[dict[str, Any], Work
     if last is not None and last.status == AttemptStatus.RUNNING:
         holder = ctx.locks_for(record.run).holder(run_id)  # the run's own kind of lock
     view = preview(ctx, record, holder_alive=holder is not None)
-    workflow = stored_workflow(record)
+    workflow = workflow_of(record)
     next_plan = plan(workflow, view.state, PlanRequest(resume=True))
     inputs = RunInputs.from_row(record.run)
     try:

@@ -31,8 +31,12 @@ def test_every_case_runs_and_reports_a_ratio_line(tmp_path):
         "plan-fresh",
         "plan-resume",
         "memory",
+        "web-runs",
+        "web-run",
     ]
     for case in data["cases"]:
         assert case["ours"] and all(v > 0 for v in case["ours"])
         assert f"{case['name']:<14}" in proc.stdout
-    assert all("ratio" in line for line in proc.stdout.splitlines() if line.startswith(("local", "celery")))
+    assert all(
+        "ratio" in line for line in proc.stdout.splitlines() if line.startswith(("local", "celery", "web"))
+    )

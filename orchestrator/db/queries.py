@@ -173,12 +173,18 @@ def _filtered(query, f: RunFilter):
     return query
 
 
-def job_history(conn: Connection, run_id: int, job_id: str | None = None) -> list[dict[str, Any]]:
-    """Every job row of the run with its tries (two queries), by attempt then job order."""
+def job_history(
+    conn: Connection, run_id: int, job_id: str | None = None, attempt_ids: list[int] | None = None
+) -> list[dict[str, Any]]:
+    """Every job row of the run (or of ``attempt_ids``) with its tries (two queries), by attempt
+    then job order."""
     rows_q = select(job_runs).where(job_runs.c.run_id == run_id)
     tries_q = select(*[c for c in job_tries.c if c.name not in ("stdout_tail", "stderr_tail")]).where(
         job_tries.c.run_id == run_id
     )
+    if attempt_ids is not None:
+        rows_q = rows_q.where(job_runs.c.attempt_id.in_(attempt_ids))
+        tries_q = tries_q.where(job_tries.c.attempt_id.in_(attempt_ids))
     if job_id is not None:
         rows_q = rows_q.where(job_runs.c.job_id == job_id)
         tries_q = tries_q.where(job_tries.c.job_id == job_id)

@@ -23,6 +23,7 @@ from orchestrator.context import Context
 from orchestrator.errors import LockedError, UnknownJobError, UnknownRunError, UserError
 from orchestrator.settings import Settings
 from orchestrator.web.auth import WebAuth
+from orchestrator.web.model import WorkflowCache
 
 HERE = Path(__file__).parent
 PUBLIC = ("/static/", "/healthz", "/favicon.ico")
@@ -124,6 +125,7 @@ def create_app(web: WebSettings) -> Starlette:
         exception_handlers={UserError: error_response, LockedError: error_response},
     )
     app.state.ctx = ctx
+    app.state.workflows = WorkflowCache()
     app.state.auth = web.auth
     app.state.templates = templates
     app.add_middleware(Guard, auth=web.auth)

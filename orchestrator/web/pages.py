@@ -19,7 +19,7 @@ from orchestrator.db.queries import RunFilter
 from orchestrator.errors import UserError
 from orchestrator.inspection import run_filter, runs_counts, runs_list
 from orchestrator.limits import MAX_ID
-from orchestrator.web import actions
+from orchestrator.web import actions, fragments
 from orchestrator.web.model import run_page, version
 from workers.statuses import AttemptStatus, JobStatus, severity
 
@@ -124,23 +124,35 @@ def runs_page(request: Request) -> Response:
     )
 
 
+def _run_context(request: Request, run_id: int) -> dict[str, Any]:
+    page = run_page(request.app.state.ctx, run_id, request.app.state.workflows)
+    reasons = page["status"]["next_attempt"]["reasons"]
+    return {
+        "run_id": run_id,
+        **page,
+        "dag_svg": None
+        if page["layout"] is None
+        else fragments.dag_svg(run_id, page["layout"], page["states"], _tone),
+        "job_rows": fragments.job_rows(run_id, page["jobs"], reasons, _tone, _duration),
+    }
+
+
 def run_view(request: Request) -> Response:
     run_id = _run_id(request)
-    page = run_page(request.app.state.ctx, run_id)
     done = request.query_params.get("done")
-    return _render(request, "run.html", {"run_id": run_id, **page, "done": done, "q": request.query_params})
+    context = _run_context(request, run_id)
+    return _render(request, "run.html", {**context, "done": done, "q": request.query_params})
 
 
 def run_live(request: Request) -> Response:
     """The live part of the run page, for the page's script to swap in; 304 while nothing changed."""
     run_id = _run_id(request)
-    ctx = request.app.state.ctx
-    tag = f'"{version(ctx, run_id)}"'
+    tag = f'"{version(request.app.state.ctx, run_id)}"'
     if request.headers.get("if-none-match") == tag:
         return Response(status_code=304, headers={"ETag": tag})
-    page = run_page(ctx, run_id)
-    response = _render(request, "_live.html", {"run_id": run_id, **page})
-    response.headers["ETag"] = f'"{page["version"]}"'
+    context = _run_context(request, run_id)
+    response = _render(request, "_live.html", context)
+    response.headers["ETag"] = f'"{context["version"]}"'
     return response
 
 
