@@ -1,4 +1,4 @@
-# One image for every service: coordinator CLI, worker, flower, scheduler, migrations.
+# One image for every service: coordinator CLI, worker, flower, web view, scheduler, migrations.
 FROM python:3.11-slim
 
 RUN useradd --create-home --uid 10001 executioner \

@@ -33,7 +33,7 @@ def assert_real_command(argv: list[str], where: str) -> None:
 
 
 def test_every_service_of_ours_runs_a_real_command():
-    assert {"migrate", "worker", "worker-heavy", "flower", "scheduler"} <= set(OURS)
+    assert {"migrate", "worker", "worker-heavy", "flower", "web", "scheduler"} <= set(OURS)
     for name, service in OURS.items():
         assert_real_command(service["command"], f"compose service {name}")
 
@@ -66,6 +66,8 @@ def test_the_compose_services_are_sane():
     assert queue != "default"
     assert SERVICES["flower"]["ports"] == ["5555:5555"]
     assert "FLOWER_BASIC_AUTH" in SERVICES["flower"]["environment"]
+    assert SERVICES["web"]["ports"] == ["8686:8686"]
+    assert "EXECUTIONER_WEB_BASIC_AUTH" in SERVICES["web"]["environment"]
     for service in SERVICES.values():
         for dep in service.get("depends_on", {}):
             assert dep in SERVICES
@@ -119,6 +121,7 @@ def test_kubernetes_manifests():
     docs = k8s_documents()
     kinds = [(d["kind"], d["metadata"]["name"]) for d in docs]
     assert ("Job", "executioner-migrate") in kinds and ("Service", "executioner-flower") in kinds
+    assert ("Service", "executioner-web") in kinds
     config = {d["metadata"]["name"]: d for d in docs if d["kind"] in ("ConfigMap", "Secret")}
     settings = {**config["executioner-config"]["data"], **config["executioner-secrets"]["stringData"]}
     assert set(settings) <= set(ENVIRONMENT_VARIABLES)

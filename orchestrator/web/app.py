@@ -20,7 +20,13 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestrator.context import Context
-from orchestrator.errors import LockedError, UnknownJobError, UnknownRunError, UserError
+from orchestrator.errors import (
+    LockedError,
+    ServiceUnavailableError,
+    UnknownJobError,
+    UnknownRunError,
+    UserError,
+)
 from orchestrator.settings import Settings
 from orchestrator.web.auth import WebAuth
 from orchestrator.web.model import WorkflowCache
@@ -96,6 +102,19 @@ def error_response(request: Request, exc: Exception) -> Response:
     return templates.TemplateResponse(request, "error.html", {"lines": lines, "code": code}, status_code=code)
 
 
+def server_error(request: Request, exc: Exception) -> Response:
+    """Anything else (the database unreachable, a bug): one line, never a traceback or SQL text; the
+    server's log has the details."""
+    from orchestrator.db.engine import describe
+
+    is_db = any(c.__module__ == "sqlalchemy.exc" and c.__name__ == "DBAPIError" for c in type(exc).__mro__)
+    line = f"database error: {describe(exc)}" if is_db else f"internal error: {type(exc).__name__}"
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"error": line, "lines": [line]}, 500)
+    templates: Jinja2Templates = request.app.state.templates
+    return templates.TemplateResponse(request, "error.html", {"lines": [line], "code": 500}, status_code=500)
+
+
 def create_app(web: WebSettings) -> Starlette:
     from orchestrator.web import api, pages
 
@@ -122,7 +141,7 @@ def create_app(web: WebSettings) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={UserError: error_response, LockedError: error_response},
+        exception_handlers={UserError: error_response, LockedError: error_response, 500: server_error},
     )
     app.state.ctx = ctx
     app.state.workflows = WorkflowCache()
