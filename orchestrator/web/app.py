@@ -88,13 +88,13 @@ class Guard:
 
 def error_response(request: Request, exc: Exception) -> Response:
     """A refusal the user can cause: JSON for the API, the error page otherwise (never a traceback)."""
-    code = (
-        404
-        if isinstance(exc, UnknownRunError | UnknownJobError)
-        else 409
-        if isinstance(exc, LockedError)
-        else 400
-    )
+    code = 400
+    if isinstance(exc, UnknownRunError | UnknownJobError):
+        code = 404
+    elif isinstance(exc, LockedError):
+        code = 409
+    elif isinstance(exc, ServiceUnavailableError):  # the database or Redis: try again later
+        code = 503
     lines = exc.lines() if isinstance(exc, UserError | LockedError) else [str(exc)]
     if request.url.path.startswith("/api/"):
         return JSONResponse({"error": lines[0] if lines else "", "lines": lines}, code)
