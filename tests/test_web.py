@@ -315,3 +315,12 @@ def test_layout_draws_every_edge_left_to_right_without_overlaps(raw):
             assert where[p][0] + NODE_W <= where[child][0]  # a parent is in an earlier column
     assert len(drawn.edges) == sum(len(ps) for ps in parents.values())
     assert all(x + NODE_W <= drawn.width and y + NODE_H <= drawn.height for x, y in where.values())
+
+
+def test_an_unreachable_database_is_one_line_503(clean_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("EXECUTIONER_HOME", str(tmp_path / "home"))
+    with client_for("postgresql://nobody@127.0.0.1:1/none") as web:
+        api = web.get("/api/runs", auth=ALICE)
+        assert api.status_code == 503 and "unreachable" in api.json()["error"]
+        page = web.get("/runs/1", auth=ALICE)
+        assert page.status_code == 503 and "unreachable" in page.text and "Traceback" not in page.text
