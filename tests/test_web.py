@@ -324,3 +324,51 @@ def test_an_unreachable_database_is_one_line_503(clean_env, tmp_path, monkeypatc
         assert api.status_code == 503 and "unreachable" in api.json()["error"]
         page = web.get("/runs/1", auth=ALICE)
         assert page.status_code == 503 and "unreachable" in page.text and "Traceback" not in page.text
+
+
+def test_hostile_urls_and_forms_are_refused_in_one_line(cli, work, database_url):
+    failing_run(cli, work)
+    with client_for(database_url) as web:
+        token = csrf(web)
+        cases = [
+            "/runs/99999999999999999999999",
+            "/runs/-1",
+            "/runs/abc",
+            "/api/runs/0",
+            "/runs/1/jobs/a%00b",
+            "/api/runs/1/jobs/%2e%2e%2fetc/logs",
+            "/api/runs/1/history?job=x%00",
+            "/api/runs?workflow=a%00b",
+            "/?workflow=" + "x" * 600,
+            "/api/runs?logical_date=%ED%A0%80",
+            "/api/runs?limit=1e20",
+            "/runs/1/confirm?action=mark-success&job=..%2F..",
+            "/runs/1/confirm?action=rollback",
+            "/runs/1/jobs/transform/raw?stream=/etc/passwd",
+            "/api/runs/1/preview/resume?job=%00",
+        ]
+        for path in cases:
+            response = web.get(path, auth=ALICE)
+            assert response.status_code in (400, 404), (path, response.status_code, response.text[:200])
+            assert "Traceback" not in response.text and "SELECT" not in response.text, path
+        posted = web.post(
+            "/api/runs/1/actions/mark-success",
+            content=b"{not json",
+            auth=ALICE,
+            headers={"X-CSRF-Token": token},
+        )
+        assert posted.status_code == 400
+        nul_job = web.post(
+            "/api/runs/1/actions/mark-success",
+            json={"jobs": ["a\x00"]},
+            auth=ALICE,
+            headers={"X-CSRF-Token": token},
+        )
+        assert nul_job.status_code == 400
+        many = web.post(
+            "/runs/1/act",
+            data={"action": "mark-success", "job": [f"j{i}" for i in range(2000)], "csrf_token": token},
+            auth=ALICE,
+        )
+        assert many.status_code == 404  # unknown jobs, named; nothing written
+    assert cli("audit", "1", "--json").json()["events"] == []

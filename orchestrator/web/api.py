@@ -15,7 +15,7 @@ from starlette.schemas import SchemaGenerator
 from orchestrator.errors import UserError
 from orchestrator.inspection import run_audit, run_history, run_status, runs_counts, runs_list
 from orchestrator.web import actions
-from orchestrator.web.pages import PAGE_SIZE, _action_request, _int, _run_id, query_filters
+from orchestrator.web.pages import PAGE_SIZE, _action_request, _int, _job_id, _run_id, query_filters
 
 SCHEMAS = SchemaGenerator(
     {
@@ -87,7 +87,7 @@ def api_history(request: Request) -> Response:
         200: {description: "the history --json object"}
     """
     return _json(
-        run_history(request.app.state.ctx, _run_id(request), request.query_params.get("job") or None)
+        run_history(request.app.state.ctx, _run_id(request), _job_id(request.query_params.get("job") or None))
     )
 
 
@@ -120,7 +120,7 @@ def api_logs(request: Request) -> Response:
     logs = job_logs(
         request.app.state.ctx,
         _run_id(request),
-        request.path_params["job_id"],
+        _job_id(request.path_params["job_id"]),
         _int(q.get("attempt"), None),
         _int(q.get("try"), None),
     )
@@ -140,7 +140,7 @@ def api_preview(request: Request) -> Response:
         200: {description: "{action, plan|manual|cancel}"}
     """
     params = {**request.query_params, "action": request.path_params["action"]}
-    params_list = request.query_params.getlist("job")
+    params_list = [_job_id(j) for j in request.query_params.getlist("job")]
     req = actions.ActionRequest(
         _run_id(request),
         params["action"],

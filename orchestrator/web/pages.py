@@ -19,6 +19,7 @@ from orchestrator.db.queries import RunFilter
 from orchestrator.errors import UserError
 from orchestrator.inspection import run_filter, runs_counts, runs_list
 from orchestrator.limits import MAX_ID
+from orchestrator.loader import JOB_ID_RE
 from orchestrator.web import actions, fragments
 from orchestrator.web.model import run_page, version
 from workers.statuses import AttemptStatus, JobStatus, severity
@@ -72,6 +73,22 @@ def _run_id(request: Request) -> int:
     return _int(request.path_params["run_id"], None)
 
 
+def _job_id(text: str | None) -> str | None:
+    """A job id from a URL or form: the loader's own rule, so nothing else reaches a query."""
+    if text is None or JOB_ID_RE.fullmatch(text):
+        return text
+    raise UserError(f"not a job id: {text[:60]!r}")
+
+
+def _text(text: str | None, what: str) -> str | None:
+    """Free text for a filter: bounded, no NUL or lone surrogates (a database refuses them)."""
+    if text is None:
+        return None
+    if len(text) > 500 or "\x00" in text or any("\ud800" <= c <= "\udfff" for c in text):
+        raise UserError(f"{what}: not a valid value")
+    return text
+
+
 def _render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
     identity = request.scope["state"]["identity"]
     base = {"user": identity.user if identity else None}
@@ -85,7 +102,8 @@ def query_filters(q) -> RunFilter:
     status = q.get("status") or None
     if status is not None and status not in AttemptStatus.__members__:
         raise UserError(f"status: one of {', '.join(AttemptStatus)}")
-    return run_filter(q.get("workflow") or None, status, q.get("logical_date") or None)
+    workflow = _text(q.get("workflow") or None, "workflow")
+    return run_filter(workflow, status, _text(q.get("logical_date") or None, "logical_date"))
 
 
 def runs_page(request: Request) -> Response:
@@ -160,7 +178,7 @@ def job_view(request: Request) -> Response:
     from orchestrator.joblogs import job_logs
 
     run_id = _run_id(request)
-    job_id = request.path_params["job_id"]
+    job_id = _job_id(request.path_params["job_id"])
     attempt = _int(request.query_params.get("attempt"), None)
     logs = job_logs(request.app.state.ctx, run_id, job_id, attempt)
     tries = []
@@ -185,7 +203,7 @@ def job_raw_log(request: Request) -> Response:
     logs = job_logs(
         request.app.state.ctx,
         run_id,
-        request.path_params["job_id"],
+        _job_id(request.path_params["job_id"]),
         _int(q.get("attempt"), None),
         _int(q.get("try"), None),
     )
@@ -194,11 +212,8 @@ def job_raw_log(request: Request) -> Response:
 
 
 def _action_request(run_id: int, data) -> actions.ActionRequest:
-    jobs = (
-        tuple(j for j in data.getlist("job") if j)
-        if hasattr(data, "getlist")
-        else tuple(data.get("jobs", ()))
-    )
+    given = data.getlist("job") if hasattr(data, "getlist") else data.get("jobs", ())
+    jobs = tuple(_job_id(str(j)) for j in given if j)
     return actions.ActionRequest(
         run_id, str(data.get("action", "")), jobs, str(data.get("with_upstream", "")) in ("1", "true", "on")
     )
