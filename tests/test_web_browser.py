@@ -79,6 +79,11 @@ def test_fail_resume_from_the_page_and_watch_it_turn_green(cli, work, web_server
         assert row.locator("td.exit").inner_text() == "3"
         assert "bad input row 17" in page.locator("#failure-transform").inner_text()
         assert page.locator('#dag .node[data-job="load"]').get_attribute("data-status") == "UPSTREAM_FAILED"
+        shot = tmp_path / "run-page.png"
+        page.screenshot(path=str(shot), full_page=True)
+        if os.environ.get("EXECUTIONER_UPDATE_SCREENSHOTS"):  # the README's picture: a failed run
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            shutil.copyfile(shot, SCREENSHOT)
 
         page.click("#act-resume")  # first the dry run ...
         assert "/confirm?action=resume" in page.url
@@ -94,11 +99,7 @@ def test_fail_resume_from_the_page_and_watch_it_turn_green(cli, work, web_server
         assert page.locator("#run-status").inner_text() == "SUCCESS"
         assert "ok" in page.locator('#dag .node[data-job="transform"]').get_attribute("class")
         assert "web:ops" in page.locator("#attempts").inner_text()
-        shot = tmp_path / "run-page.png"
-        page.screenshot(path=str(shot), full_page=True)
-        if os.environ.get("EXECUTIONER_UPDATE_SCREENSHOTS"):  # the README's picture
-            SCREENSHOT.parent.mkdir(exist_ok=True)
-            shutil.copyfile(shot, SCREENSHOT)
+        page.screenshot(path=str(tmp_path / "run-page-resumed.png"), full_page=True)
 
         # Without the CSRF token the page's own origin is refused too; nothing is written.
         refused = page.evaluate(
