@@ -133,6 +133,7 @@ def test_mark_success_and_rollback_from_the_job_page(cli, work, web_server):
     with chromium_page(http_credentials={"username": USER, "password": PASSWORD}) as page:
         page.goto(f"{web_server}/runs/1/jobs/b")
         assert "exit 5" in page.content()
+        assert "exit 5" in page.locator("#job-attempts").inner_text()  # each attempt's command and end
         page.click("text=Mark success…")
         assert page.locator("#manual-jobs").inner_text() == "b"
         page.click("#confirm")

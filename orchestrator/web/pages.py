@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from orchestrator.db.queries import RunFilter
 from orchestrator.errors import UserError
-from orchestrator.inspection import run_filter, runs_counts, runs_list
+from orchestrator.inspection import run_filter, run_history, runs_counts, runs_list
 from orchestrator.limits import MAX_ID
 from orchestrator.loader import JOB_ID_RE
 from orchestrator.web import actions, fragments
@@ -189,7 +189,13 @@ def job_view(request: Request) -> Response:
             cut = len(text) > LOG_SHOWN
             shown[stream] = ("[… the start is in the raw log]\n" + text[-LOG_SHOWN:]) if cut else text
         tries.append({**t.as_dict(), **shown})
-    return _render(request, "job.html", {"run_id": run_id, "job_id": job_id, "logs": logs, "tries": tries})
+    # Every attempt that had a row for this job (what it did each time), to open its tries.
+    rows = run_history(request.app.state.ctx, run_id, job_id)["rows"] if logs["attempt_id"] else []
+    return _render(
+        request,
+        "job.html",
+        {"run_id": run_id, "job_id": job_id, "logs": logs, "tries": tries, "rows": rows},
+    )
 
 
 def job_raw_log(request: Request) -> Response:
