@@ -372,3 +372,16 @@ def test_hostile_urls_and_forms_are_refused_in_one_line(cli, work, database_url)
         )
         assert many.status_code == 404  # unknown jobs, named; nothing written
     assert cli("audit", "1", "--json").json()["events"] == []
+
+
+def test_mark_success_and_rollback_dry_runs_write_nothing(cli, work):
+    """What the web view's confirm page shows, from the CLI too: the jobs it would change."""
+    failing_run(cli, work)
+    marked = cli("mark-success", "1", "load", "--with-upstream", "--dry-run", "--json")
+    assert marked.code == 0 and marked.json()["jobs"] == ["transform", "load"] and marked.json()["dry_run"]
+    rolled = cli("rollback", "1", "extract", "--dry-run")
+    assert rolled.code == 0 and "would be rolled back" in rolled.out and "extract, transform" in rolled.out
+    refused = cli("mark-success", "1", "load", "--dry-run")  # upstream not SUCCESS: refused, as for real
+    assert refused.code == 2 and "upstream" in refused.err
+    assert cli("audit", "1", "--json").json()["events"] == []
+    assert cli("status", "1", "--json").json()["jobs"]["load"]["status"] == "UPSTREAM_FAILED"
