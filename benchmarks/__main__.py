@@ -1,8 +1,10 @@
 """``python -m benchmarks [CASE ...] [--smoke]``: every case against its baseline, in one run.
 
-Cases: local-wide, local-chain, celery-wide, celery-chain, plan-fresh, plan-resume, memory, web (or
-``all``). Prints one line per case with the medians (min-max) and the ratio, writes the results as
-JSON. ``--smoke`` runs each case tiny, once: it keeps the harness from rotting (CI), it measures nothing.
+Cases: local-wide, local-chain, celery-wide, celery-chain, plan-fresh, plan-resume, memory, cli, web
+(or ``all``). Where users run a command from a shell, the case is also measured that way
+(``-cli``: a fresh interpreter, its start included) beside the in-process figure. Prints one line
+per case with the medians (min-max) and the ratio, writes the results as JSON. ``--smoke`` runs each
+case tiny, once: it keeps the harness from rotting (CI), it measures nothing.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ CASES = [
     "plan-fresh",
     "plan-resume",
     "memory",
+    "cli",
     "web",
 ]
 
@@ -60,7 +63,8 @@ def run_cases(names: list[str], size: dict, repeat: int, scratch: Path) -> list[
         print(result.line(), flush=True)
 
     if "local-wide" in names:
-        report(local_cases.local_wide(scratch, size["wide"], repeat))
+        for result in local_cases.local_wide(scratch, size["wide"], repeat):
+            report(result)
     if "local-chain" in names:
         report(local_cases.local_chain(scratch, size["chain"], repeat))
     if {"celery-wide", "celery-chain"} & set(names):
@@ -69,7 +73,8 @@ def run_cases(names: list[str], size: dict, repeat: int, scratch: Path) -> list[
 
         with Stack(scratch) as stack:
             if "celery-wide" in names:
-                report(celery_cases.celery_wide(stack, scratch, size["cwide"], repeat))
+                for result in celery_cases.celery_wide(stack, scratch, size["cwide"], repeat):
+                    report(result)
             if "celery-chain" in names:
                 report(celery_cases.celery_chain(stack, scratch, size["cchain"], repeat))
     if "plan-fresh" in names:
@@ -78,6 +83,9 @@ def run_cases(names: list[str], size: dict, repeat: int, scratch: Path) -> list[
         report(planning.plan_resume(scratch, size["plan"], size["attempts"], repeat))
     if "memory" in names:
         report(memory.memory(scratch, size["memory"], min(repeat, 3)))
+    if "cli" in names:
+        for result in local_cases.cli_reads(scratch, repeat):
+            report(result)
     if "web" in names:
         from benchmarks import web_cases
 

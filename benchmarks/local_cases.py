@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 from benchmarks import workflows
+from benchmarks.cli_runs import EXECUTIONER, cli_run_wall, wall
 from benchmarks.harness import CaseResult, fresh_context, run_timed, timed
 from orchestrator.launch import RunRequest
 
 
-def local_wide(scratch: Path, n: int, repeat: int) -> CaseResult:
+def local_wide(scratch: Path, n: int, repeat: int) -> list[CaseResult]:
     path = workflows.write(scratch / "wide.json", workflows.wide(n))
     commands = "true\n" * n
-    ours, base = [], []
+    ours, cli, base = [], [], []
     for _ in range(repeat):
         base.append(
             timed(
@@ -24,15 +27,53 @@ def local_wide(scratch: Path, n: int, repeat: int) -> CaseResult:
         )
         with fresh_context() as ctx:
             ours.append(run_timed(ctx, RunRequest(str(path), executor="local", max_parallel=2)))
-    return CaseResult(
-        "local-wide",
-        f"wall s, {n} jobs, 2 parallel",
-        ours,
-        base,
-        "xargs -P2",
-        "ratio <= 1.5",
-        lambda o, b: o <= 1.5 * b,
-    )
+        cli.append(cli_run_wall(path, None, "--max-parallel", "2"))  # as a user runs it: end to end
+    return [
+        CaseResult(
+            "local-wide",
+            f"wall s, {n} jobs, 2 parallel, in-process",
+            ours,
+            base,
+            "xargs -P2",
+            "ratio <= 1.5",
+            lambda o, b: o <= 1.5 * b,
+        ),
+        CaseResult(
+            "local-wide-cli",
+            f"wall s, {n} jobs, executioner run --max-parallel 2",
+            cli,
+            base,
+            "xargs -P2",
+            "ratio <= 1.5",
+            lambda o, b: o <= 1.5 * b,
+        ),
+    ]
+
+
+def cli_reads(scratch: Path, repeat: int) -> list[CaseResult]:
+    """``status`` and ``runs`` of a small run, wall time from a shell, beside the interpreter
+    importing SQLAlchemy (what any command reading the history must load)."""
+    path = workflows.write(scratch / "small.json", workflows.chain(3))
+    base, status, listing = [], [], []
+    with tempfile.TemporaryDirectory() as home:
+        env = {"EXECUTIONER_HOME": home}
+        wall([EXECUTIONER, "run", str(path)], env)
+        for _ in range(repeat):
+            base.append(wall([sys.executable, "-c", "import sqlalchemy"]))
+            status.append(wall([EXECUTIONER, "status", "1", "--json"], env))
+            listing.append(wall([EXECUTIONER, "runs", "--json"], env))
+    return [
+        CaseResult(
+            name,
+            "wall s, from a shell",
+            ours,
+            base,
+            'python -c "import sqlalchemy"',
+            "ratio <= 1.3",
+            lambda o, b: o <= 1.3 * b,
+        )
+        for name, ours in (("cli-status", status), ("cli-runs", listing))
+    ]
 
 
 def local_chain(scratch: Path, n: int, repeat: int) -> CaseResult:

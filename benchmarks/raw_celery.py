@@ -1,7 +1,12 @@
-"""The baseline: plain Celery running the same subprocess task, with the same worker settings.
+"""The baseline: what a user would write instead of Executioner — plain Celery running the same
+subprocess task, Celery's defaults plus the two settings every guide gives for long jobs (acks late,
+prefetch 1), results through a Redis backend (how a plain group learns it is done). Two variants:
 
-``python -m benchmarks.raw_celery worker ...`` starts its worker. The app is built by a factory from
-the environment, like Executioner's, and copies the settings that matter for throughput from it.
+- ``events=False`` (a): no task events at all (Celery's default);
+- ``events=True`` (b): worker events (``-E``) and sent events on, as with Flower watching.
+
+Nothing is copied from Executioner's own configuration: our costs must not be in both columns.
+``python -m benchmarks.raw_celery worker ...`` starts its worker (``RAW_EVENTS=1`` for variant b).
 """
 
 from __future__ import annotations
@@ -12,27 +17,18 @@ import sys
 
 from celery import Celery
 
-from workers.celery_app import create_app
-from workers.settings import WorkerSettings
+QUEUES = {False: "raw", True: "raw_ev"}
 
 
-def create_raw_app(broker: str, backend: str) -> Celery:
-    ours = create_app(WorkerSettings(broker_url=broker)).conf
+def create_raw_app(broker: str, backend: str, events: bool = False) -> Celery:
     app = Celery("raw", broker=broker, backend=backend, set_as_current=False)
-    same = (
-        "task_serializer",
-        "result_serializer",
-        "accept_content",
-        "task_acks_late",
-        "task_reject_on_worker_lost",
-        "worker_prefetch_multiplier",
-        "broker_transport_options",
-        "worker_send_task_events",
-        "task_send_sent_event",
-        "task_track_started",
+    app.conf.update(
+        task_acks_late=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=QUEUES[events],
+        worker_send_task_events=events,
+        task_send_sent_event=events,
     )
-    app.conf.update({key: ours[key] for key in same})  # the settings that matter, copied from ours
-    app.conf.update(task_ignore_result=False, task_default_queue="raw")
 
     @app.task(name="raw.run")
     def run(command: str) -> int:
@@ -42,4 +38,6 @@ def create_raw_app(broker: str, backend: str) -> Celery:
 
 
 if __name__ == "__main__":
-    create_raw_app(os.environ["RAW_BROKER"], os.environ["RAW_BACKEND"]).worker_main(["worker", *sys.argv[1:]])
+    events = os.environ.get("RAW_EVENTS") == "1"
+    app = create_raw_app(os.environ["RAW_BROKER"], os.environ["RAW_BACKEND"], events)
+    app.worker_main(["worker", *sys.argv[1:]])

@@ -28,7 +28,8 @@ def wait_until(predicate, seconds: float, what: str) -> None:
 
 
 class Stack:
-    """redis-server + one `executioner worker` + one raw Celery worker, both --concurrency 2."""
+    """redis-server + one `executioner worker` + two raw Celery workers (without and with task events),
+    each --concurrency 2. Only one of them works at a time; the idle ones wait on the broker."""
 
     def __init__(self, scratch: Path, concurrency: int = 2) -> None:
         self.scratch = scratch
@@ -63,15 +64,20 @@ class Stack:
             [str(Path(sys.executable).parent / "executioner"), "worker", "-n", "ours@%h", *common],
             env,
         )
-        self._spawn(
-            "raw",
-            [sys.executable, "-m", "benchmarks.raw_celery", "-n", "raw@%h", "-Q", "raw", *common],
-            {"RAW_BROKER": self.broker, "RAW_BACKEND": self.backend},
-        )
-        from benchmarks.raw_celery import create_raw_app
+        from benchmarks.raw_celery import QUEUES, create_raw_app
 
+        for events, queue in QUEUES.items():
+            self._spawn(
+                queue,
+                [sys.executable, "-m", "benchmarks.raw_celery", "-n", f"{queue}@%h", "-Q", queue, *common],
+                {
+                    "RAW_BROKER": self.broker,
+                    "RAW_BACKEND": self.backend,
+                    "RAW_EVENTS": "1" if events else "0",
+                },
+            )
         app = create_raw_app(self.broker, self.backend)
-        wait_until(lambda: len(app.control.ping(timeout=0.5) or []) >= 2, 60, "both workers")
+        wait_until(lambda: len(app.control.ping(timeout=0.5) or []) >= 3, 60, "the three workers")
         return self
 
     def _ping(self, redis) -> bool:

@@ -22,7 +22,7 @@ from orchestrator.db.engine import read_tx
 from orchestrator.db.queries import load_run, try_rows
 from orchestrator.db.schema import attempts, job_runs
 from orchestrator.errors import UnknownJobError, UserError
-from orchestrator.launch import stored_workflow
+from orchestrator.stored import stored_workflow
 from workers.logstore import read_log, try_key
 from workers.statuses import JobStatus
 

@@ -22,7 +22,7 @@ from orchestrator.db.queries import RunRecord, get_run, load_run
 from orchestrator.db.recorder import AttemptRecorder, AttemptStart
 from orchestrator.errors import RefusedError, UserError
 from orchestrator.intervals import Interval
-from orchestrator.loader import load_workflow, workflow_from_data
+from orchestrator.loader import load_workflow
 from orchestrator.locks.base import LockOwner, RunHandle
 from orchestrator.notify import deliver
 from orchestrator.planner import Plan, PlanRequest, plan
@@ -31,6 +31,7 @@ from orchestrator.run_inputs import DRY_RUN_ID, RunInputs, new_run_inputs, runna
 from orchestrator.settle import load_settled
 from orchestrator.slots import mark_failed
 from orchestrator.state import RunState, derived_run_status
+from orchestrator.stored import stored_workflow
 from orchestrator.workflow import Workflow
 
 
@@ -314,14 +315,6 @@ def resume_run(
         outcome = _drive(ctx, start, handle, request.max_parallel, reporter, on_start)
         outcome.warnings = warnings
         return outcome
-
-
-def stored_workflow(record: RunRecord) -> Workflow:
-    if record.last_snapshot is None:
-        raise UserError(f"run {record.run_id} has no attempt to take a workflow from")
-    return workflow_from_data(
-        record.last_snapshot, f"run {record.run_id} attempt {record.last_attempt.attempt_id}"
-    )
 
 
 def file_warnings(record: RunRecord, request: ResumeRequest) -> list[str]:

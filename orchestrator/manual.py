@@ -13,10 +13,10 @@ from orchestrator.db.fencing import check_epoch
 from orchestrator.db.queries import RunRecord, get_run, load_run
 from orchestrator.db.schema import audit_events, utcnow
 from orchestrator.errors import RefusedError, UnknownJobError
-from orchestrator.launch import stored_workflow
 from orchestrator.locks.base import LockOwner, RunHandle
 from orchestrator.settle import load_settled
 from orchestrator.state import AuditAction, JobState
+from orchestrator.stored import stored_workflow
 from workers.statuses import AttemptStatus, JobStatus
 
 

@@ -25,12 +25,17 @@ def test_every_case_runs_and_reports_a_ratio_line(tmp_path):
     names = [case["name"] for case in data["cases"]]
     assert names == [
         "local-wide",
+        "local-wide-cli",
         "local-chain",
         "celery-wide",
+        "celery-wide-ev",
+        "celery-wide-cli",
         "celery-chain",
         "plan-fresh",
         "plan-resume",
         "memory",
+        "cli-status",
+        "cli-runs",
         "web-runs",
         "web-run",
     ]
@@ -38,5 +43,5 @@ def test_every_case_runs_and_reports_a_ratio_line(tmp_path):
         assert case["ours"] and all(v > 0 for v in case["ours"])
         assert f"{case['name']:<14}" in proc.stdout
     assert all(
-        "ratio" in line for line in proc.stdout.splitlines() if line.startswith(("local", "celery", "web"))
+        "ratio" in line for line in proc.stdout.splitlines() if line.startswith(("local", "celery", "web", "cli"))
     )

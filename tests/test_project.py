@@ -24,3 +24,46 @@ def test_the_readme_has_exactly_two_setup_commands_and_ci_runs_both_verbatim():
 def test_workers_never_import_the_orchestrator():
     for path in (ROOT / "workers").rglob("*.py"):
         assert not re.search(r"^\s*(from|import)\s+orchestrator", path.read_text(), re.M), path
+
+
+def test_commands_import_only_what_they_use():
+    """Start-up is most of a short command's wall time: `runs` needs SQL, not the planner, the graph
+    library, the coordinator or the web stack; `--help` not even SQLAlchemy (issue 13)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, runpy; sys.argv = ['executioner', *sys.argv[1:]]\n"
+        "try:\n    runpy.run_module('orchestrator.cli', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('networkx', 'sqlalchemy', 'starlette', 'celery', 'jinja2', 'yaml') or m.startswith('orchestrator.'))))"
+    )
+
+    def loaded(*args: str, home: Path) -> set[str]:
+        out = subprocess.run(
+            [sys.executable, "-c", probe, *args],
+            env={"EXECUTIONER_HOME": str(home), "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return set(out.split()[-1000:])
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as home:
+        runs = loaded("runs", "--json", home=Path(home))
+        assert "sqlalchemy" in runs
+        for heavy in (
+            "networkx",
+            "orchestrator.planner",
+            "orchestrator.coordinator",
+            "orchestrator.launch",
+            "celery",
+            "starlette",
+            "jinja2",
+        ):
+            assert heavy not in runs, heavy
+        helped = loaded("--help", home=Path(home))
+        assert "sqlalchemy" not in helped and "networkx" not in helped

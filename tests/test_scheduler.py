@@ -214,7 +214,8 @@ def test_two_schedulers_on_celery_run_a_per_minute_workflow_once_per_slot(
         assert len(children) == 3
         for child in children:
             assert child.wait(120) == 0
-        from orchestrator.inspection import run_status, runs_list
+        from orchestrator.inspection import run_status
+        from orchestrator.listing import runs_list
 
         runs = runs_list(one, 10)["runs"]
         assert len(runs) == 3 and all(r["status"] == "SUCCESS" for r in runs)

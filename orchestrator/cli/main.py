@@ -358,7 +358,7 @@ def status(ctx, run_id, as_json) -> None:
 @click.pass_context
 def runs(ctx, limit, application, status, logical_date, as_json) -> None:
     """Recent runs, newest first."""
-    from orchestrator.inspection import run_filter, runs_list
+    from orchestrator.listing import run_filter, runs_list
 
     with _context(ctx) as c:
         render.runs(runs_list(c, limit, run_filter(application, status, logical_date)), as_json=as_json)

@@ -13,7 +13,8 @@ from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 
 from orchestrator.errors import UserError
-from orchestrator.inspection import run_audit, run_history, run_status, runs_counts, runs_list
+from orchestrator.inspection import run_audit, run_history, run_status
+from orchestrator.listing import runs_counts, runs_list
 from orchestrator.web import actions
 from orchestrator.web.pages import PAGE_SIZE, _action_request, _int, _job_id, _run_id, query_filters
 

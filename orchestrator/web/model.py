@@ -11,8 +11,9 @@ from typing import Any
 from orchestrator.context import Context
 from orchestrator.db.engine import read_tx
 from orchestrator.db.queries import RunRecord, audit_trail, job_history, last_tails, run_version
-from orchestrator.inspection import iso, status_and_workflow
-from orchestrator.launch import stored_workflow
+from orchestrator.inspection import status_and_workflow
+from orchestrator.listing import iso
+from orchestrator.stored import stored_workflow
 from orchestrator.web.layout import Layout, layout
 from orchestrator.workflow import Workflow
 from workers.statuses import AttemptStatus, JobStatus

@@ -17,8 +17,9 @@ from starlette.routing import Route
 
 from orchestrator.db.queries import RunFilter
 from orchestrator.errors import UserError
-from orchestrator.inspection import run_filter, run_history, runs_counts, runs_list
+from orchestrator.inspection import run_history
 from orchestrator.limits import MAX_ID
+from orchestrator.listing import run_filter, runs_counts, runs_list
 from orchestrator.loader import JOB_ID_RE
 from orchestrator.web import actions, fragments
 from orchestrator.web.model import run_page, version
