@@ -146,6 +146,12 @@ def follow(
             shown.add(row.try_number)
             if row.try_number == live_try and remote is not None:  # what its worker published last
                 remote.pump(live_try, emit, 0.05)
+                if not remote.emitted.get(live_try):
+                    # The worker had not noticed us yet (it asks once a second) when the try ended:
+                    # nothing of it came live, so all of it now, from the store or the history's tail.
+                    out = output(row)
+                    emit("out", out.stdout)
+                    emit("err", out.stderr)
             elif row.try_number == live_try:  # streamed as it ran: what is left of it
                 for stream in ("out", "err"):
                     path = store.local_path(try_key(scope, run_id, attempt, job_id, live_try), stream)
@@ -188,8 +194,11 @@ class _RedisFollow:
         self.keys = keys
         self.scope, self.run_id, self.attempt_id, self.job_id = ctx.scope, run_id, attempt_id, job_id
         self.follow_key = keys.follower(ctx.scope, run_id, attempt_id, job_id)
-        self.renewed = 0.0
+        # Announced before anything is printed: whoever sees us follow may expect output published.
+        self.redis.set(self.follow_key, 1, ex=10)
+        self.renewed = time.monotonic()
         self.last: dict[int, str] = {}
+        self.emitted: dict[int, int] = {}  # chunks shown per try
 
     def pump(self, try_number: int, emit: Callable[[str, str], None], block: float) -> None:
         now = time.monotonic()
@@ -201,6 +210,7 @@ class _RedisFollow:
         for _, entries in found or []:
             for entry_id, fields in entries:
                 self.last[try_number] = entry_id
+                self.emitted[try_number] = self.emitted.get(try_number, 0) + 1
                 stream = "err" if fields.get(b"s") == b"1" else "out"
                 emit(stream, fields.get(b"d", b"").decode("utf-8", errors="replace"))
 

@@ -288,29 +288,33 @@ def test_the_queue_watch_reports_each_unconsumed_queue_once():
     assert watch.unconsumed(consumers) == ["heavy"] and watch.said == {"heavy"}
 
 
-def test_follow_a_job_running_on_a_celery_worker(celery_cli, work):
-    gate = work.root / "gate"
+@pytest.mark.parametrize("pause", ["1.2", "0"])
+def test_follow_a_job_running_on_a_celery_worker(celery_cli, work, pause):
+    """The worker asks at most once a second whether someone follows. With a pause, "second" comes
+    after it noticed (published live); without, the try may end first: the follower then prints the
+    whole try from the store — "second" exactly once either way."""
+    gate, started = work.root / "gate", work.root / "started"
     wf = work.workflow(
-        # The worker asks at most once a second whether someone follows: "second" comes later.
         [
             {
                 "id": "talk",
-                "command": f"echo first; sleep 1.2; while [ ! -e {gate} ]; do sleep 0.05; done; echo second",
+                "command": f"echo first; touch {started}; sleep {pause}; "
+                f"while [ ! -e {gate} ]; do sleep 0.05; done; echo second",
             }
         ]
     )
     run = celery_cli.popen("run", wf)
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            st = celery_cli("status", 1, "--json")
-            if st.code == 0 and st.json()["jobs"]["talk"]["status"] == "RUNNING":
-                break
-            time.sleep(0.1)
+        while not started.exists():  # follow as soon as it printed "first"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        if pause != "0":
+            time.sleep(float(pause))
         follower = celery_cli.popen("logs", 1, "talk", "--follow")
         assert "RUNNING" in follower.stderr.readline()  # it follows now (pytest-timeout guards it)
         gate.touch()
         out, err = follower.communicate(timeout=60)
-        assert "second" in out and "job talk: SUCCESS" in err, (out, err)
+        assert out.count("second") == 1 and "job talk: SUCCESS" in err, (out, err)
     finally:
         assert run.wait(60) == 0
