@@ -174,11 +174,17 @@ def _filtered(query, f: RunFilter):
 
 
 def job_history(
-    conn: Connection, run_id: int, job_id: str | None = None, attempt_ids: list[int] | None = None
+    conn: Connection,
+    run_id: int,
+    job_id: str | None = None,
+    attempt_ids: list[int] | None = None,
+    commands: bool = True,
 ) -> list[dict[str, Any]]:
     """Every job row of the run (or of ``attempt_ids``) with its tries (two queries), by attempt
-    then job order."""
-    rows_q = select(job_runs).where(job_runs.c.run_id == run_id)
+    then job order. ``commands=False``: without the rendered commands (a JSON column per row)."""
+    rows_q = select(*[c for c in job_runs.c if commands or c.name != "command"]).where(
+        job_runs.c.run_id == run_id
+    )
     tries_q = select(*[c for c in job_tries.c if c.name not in ("stdout_tail", "stderr_tail")]).where(
         job_tries.c.run_id == run_id
     )

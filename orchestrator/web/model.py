@@ -82,7 +82,8 @@ def run_page(ctx: Context, run_id: int, cache: WorkflowCache | None = None) -> d
     ][:TAILS_SHOWN]
     with read_tx(ctx.engine) as conn:
         # Only the rows each job's effective state comes from (one or two attempts, not every one).
-        rows = {(r["attempt_id"], r["job_id"]): r for r in job_history(conn, run_id, attempt_ids=effective)}
+        history = job_history(conn, run_id, attempt_ids=effective, commands=False)  # status has them
+        rows = {(r["attempt_id"], r["job_id"]): r for r in history}
         events = audit_trail(conn, run_id)
         tails = last_tails(conn, run_id, failed_keys)
         tag = run_version(conn, run_id)
