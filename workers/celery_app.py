@@ -70,10 +70,15 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
         # longest job x tries + delays the workers will run (EXECUTIONER_VISIBILITY_TIMEOUT).
         broker_transport_options={"visibility_timeout": settings.visibility_timeout},
         task_default_queue=DEFAULT_QUEUE,
-        # Flower sees every job: sent, received, started, succeeded/failed.
-        worker_send_task_events=True,
-        task_send_sent_event=True,
-        task_track_started=True,
+        # No task events unless someone watches: Flower switches the workers' events on when it
+        # starts and every few seconds after (``executioner flower`` also asks at once), then sees
+        # each job from the moment a worker receives it (received, started, retried, succeeded or
+        # failed; named <application>.<job>). Jobs still waiting in a queue are not in Flower:
+        # `status` shows them. Events cost ~30% of the throughput of short jobs (BENCHMARKS.md), and
+        # the run's own stream already carries "started" and every result.
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+        task_track_started=False,
         # Results travel on the run's event stream; a result backend is only for Flower's views.
         task_ignore_result=settings.result_backend is None,
         # Survive a broker restart while publishing (about a minute of patience).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 
@@ -80,7 +81,12 @@ def flower(ctx, port, address, basic_auth, unauthenticated_api, flower_args) -> 
     argv = ["flower", f"--port={port}", f"--address={address}"]
     if basic_auth:
         argv.append(f"--basic-auth={basic_auth}")
-    _app(ctx).start([*argv, *flower_args])
+    app = _app(ctx)
+    # Workers send task events only while someone watches; Flower re-asks every few seconds, we ask
+    # now so that jobs started in its first seconds are seen too.
+    with contextlib.suppress(Exception):
+        app.control.enable_events()
+    app.start([*argv, *flower_args])
 
 
 def _effective_address(address: str, flower_args: tuple[str, ...]) -> str:
