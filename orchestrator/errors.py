@@ -94,3 +94,9 @@ class ServiceLostError(ServiceUnavailableError):
 
 class DatabaseFault(RuntimeError):
     """The history could not be written for longer than the coordinator waits: exit 1, resume later."""
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """A driver error wrapped by SQLAlchemy. Checked by name: importing SQLAlchemy here would slow
+    every command, ``--help`` included."""
+    return any(c.__module__ == "sqlalchemy.exc" and c.__name__ == "DBAPIError" for c in type(exc).__mro__)

@@ -12,7 +12,7 @@ import click
 from orchestrator.cli import render
 from orchestrator.cli.legacy import LEGACY_OPTIONS, legacy_dispatch
 from orchestrator.cli.services import flower, worker
-from orchestrator.errors import DatabaseFault, FencedError, LockedError, UserError
+from orchestrator.errors import DatabaseFault, FencedError, LockedError, UserError, is_database_error
 from orchestrator.executors.registry import NAMES as EXECUTOR_NAMES
 from orchestrator.limits import MAX_ID, MAX_LIST, MAX_PARALLEL
 
@@ -56,7 +56,7 @@ class _Cli(click.Group):
         except Exception as exc:
             if os.environ.get("EXECUTIONER_DEBUG"):
                 raise
-            if _is_database_error(exc):  # one line, never the SQL text or its parameters (job output)
+            if is_database_error(exc):  # one line, never the SQL text or its parameters (job output)
                 from orchestrator.db.engine import describe
 
                 click.echo(f"executioner: database error: {describe(exc)}", err=True)
@@ -67,11 +67,6 @@ class _Cli(click.Group):
                 err=True,
             )
             ctx.exit(1)
-
-
-def _is_database_error(exc: BaseException) -> bool:
-    # Checked by name: importing SQLAlchemy here would slow every command, --help included.
-    return any(c.__module__ == "sqlalchemy.exc" and c.__name__ == "DBAPIError" for c in type(exc).__mro__)
 
 
 def _settings(ctx: click.Context):

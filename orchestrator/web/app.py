@@ -26,6 +26,7 @@ from orchestrator.errors import (
     UnknownJobError,
     UnknownRunError,
     UserError,
+    is_database_error,
 )
 from orchestrator.settings import Settings
 from orchestrator.web.auth import WebAuth
@@ -33,6 +34,8 @@ from orchestrator.web.model import WorkflowCache
 
 HERE = Path(__file__).parent
 PUBLIC = ("/static/", "/healthz", "/favicon.ico")
+# Our forms and API bodies are small (2,000 job ids are ~40 KB); nothing larger is read.
+MAX_BODY = 1024 * 1024
 SECURITY_HEADERS = [
     # Our own script and styles only; no frames (a confirm button must not be clickjacked).
     (
@@ -83,7 +86,26 @@ class Guard:
             await response(scope, receive, send_secured)
             return
         scope.setdefault("state", {})["identity"] = identity
-        await self.app(scope, receive, send_secured)
+        if int(headers.get("content-length") or 0) > MAX_BODY:
+            await PlainTextResponse("request body too large", 413)(scope, receive, send_secured)
+            return
+        await self.app(scope, _bounded(receive), send_secured)
+
+
+def _bounded(receive: Receive) -> Receive:
+    """A body sent without a length (chunked) is cut off past ``MAX_BODY`` as well."""
+    seen = 0
+
+    async def bounded():
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > MAX_BODY:
+                raise UserError(f"request body larger than {MAX_BODY} bytes")
+        return message
+
+    return bounded
 
 
 def error_response(request: Request, exc: Exception) -> Response:
@@ -107,8 +129,11 @@ def server_error(request: Request, exc: Exception) -> Response:
     server's log has the details."""
     from orchestrator.db.engine import describe
 
-    is_db = any(c.__module__ == "sqlalchemy.exc" and c.__name__ == "DBAPIError" for c in type(exc).__mro__)
-    line = f"database error: {describe(exc)}" if is_db else f"internal error: {type(exc).__name__}"
+    line = (
+        f"database error: {describe(exc)}"
+        if is_database_error(exc)
+        else f"internal error: {type(exc).__name__}"
+    )
     if request.url.path.startswith("/api/"):
         return JSONResponse({"error": line, "lines": [line]}, 500)
     templates: Jinja2Templates = request.app.state.templates
