@@ -67,6 +67,16 @@ def test_postgres_is_not_migrated_behind_the_users_back(cli, postgres):
     assert r.code == 2 and "executioner db upgrade" in r.err
 
 
+def test_a_url_with_percent_escapes_migrates(cli, postgres):
+    # A password with "@" or "/" is %-escaped in the URL, and so is a socket folder in ?host=;
+    # Alembic's config parser once refused such URLs ("invalid interpolation syntax").
+    url = postgres.new_database(migrated=False, local=True).replace("postgres@", "postgres:p%40ss%2Fw@", 1)
+    assert "%2F" in url
+    r = cli("db", "upgrade", env={"EXECUTIONER_DATABASE_URL": url})
+    assert r.code == 0 and f"to {HEAD_REVISION}" in r.out, r
+    assert "p%40ss" not in r.out + r.err and "p@ss" not in r.out + r.err  # the password is never shown
+
+
 def test_a_database_from_a_later_release_is_refused_in_one_line(tmp_path):
     from sqlalchemy import text
 
