@@ -163,7 +163,7 @@ def shared_workers(shared_redis, tmp_path_factory):
     logs = tmp_path_factory.mktemp("workers")
     env = {
         "EXECUTIONER_HEARTBEAT_INTERVAL": "1",
-        "EXECUTIONER_HEARTBEAT_TTL": "4",
+        "EXECUTIONER_HEARTBEAT_TTL": "6",
         "EXECUTIONER_HOME": str(logs / "home"),  # the workers' log store: <home>/logs on this machine
     }
     workers = [
@@ -183,7 +183,7 @@ def celery_cli(cli, shared_redis, shared_workers) -> Cli:
         {
             "EXECUTIONER_BROKER_URL": shared_redis.url,
             "EXECUTIONER_HEARTBEAT_INTERVAL": "1",
-            "EXECUTIONER_HEARTBEAT_TTL": "4",
+            "EXECUTIONER_HEARTBEAT_TTL": "6",
         }
     )
     return cli

@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 from support import RedisServer, Worker, free_port, wait_until
 
-FAST_LIVENESS = {"EXECUTIONER_HEARTBEAT_INTERVAL": "1", "EXECUTIONER_HEARTBEAT_TTL": "4"}
+FAST_LIVENESS = {"EXECUTIONER_HEARTBEAT_INTERVAL": "1", "EXECUTIONER_HEARTBEAT_TTL": "6"}
 
 
 @pytest.fixture

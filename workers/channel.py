@@ -10,17 +10,23 @@ announces its start; one pipeline reports its end and closes its lease.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from redis import Redis
 from redis.exceptions import RedisError
 
 from workers import keys
+from workers.lease_timing import LeaseTiming
 from workers.patience import patiently
 from workers.spec import JobResult, JobTask, TryRecord
+from workers.statuses import JobStatus
 from workers.wire import encode_event
+
+log = logging.getLogger("executioner.worker")
 
 # KEYS: epoch, cancel, lease, events. ARGV: task epoch, owner, ttl ms, then the started event fields.
 _CLAIM = """
@@ -94,12 +100,32 @@ class Channel:
     def renew(self, task: JobTask, owner: str) -> bool:
         return bool(self._renew(keys=[self._lease(task)], args=[owner, self.ttl_ms]))
 
-    def is_cancelled(self, task: JobTask) -> bool:
-        return bool(self.redis.exists(keys.cancel(task.scope, task.run_id, task.attempt_id)))
+    def check(
+        self, watched: list[JobTask], renew: list[tuple[JobTask, str]]
+    ) -> tuple[list[bool], list[bool]]:
+        """In one round trip: whether each watched job's attempt was cancelled, and the renewal of
+        each ``(task, owner)`` lease (False: no longer ours)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for task in watched:
+            pipe.exists(keys.cancel(task.scope, task.run_id, task.attempt_id))
+        for task, owner in renew:
+            self._renew(keys=[self._lease(task)], args=[owner, self.ttl_ms], client=pipe)
+        replies = pipe.execute()
+        return [bool(r) for r in replies[: len(watched)]], [bool(r) for r in replies[len(watched) :]]
 
-    def started(self, task: JobTask, try_number: int, worker: str, pid: int | None, at: float) -> None:
-        """A retry's start (the first try was announced by ``claim``)."""
-        self._send(task, [("started", {"try": try_number, "worker": worker, "pid": pid, "at": at})])
+    def started(
+        self,
+        task: JobTask,
+        try_number: int,
+        worker: str,
+        pid: int | None,
+        at: float,
+        patience: float = EMIT_PATIENCE_SECONDS,
+    ) -> None:
+        """A retry's start (the first try was announced by ``claim``). Sent while the try runs
+        unsupervised, so the caller bounds the wait (the try's end carries the same facts)."""
+        event = {"try": try_number, "worker": worker, "pid": pid, "at": at}
+        self._send(task, [("started", event)], patience=patience)
 
     def try_ended(self, task: JobTask, record: TryRecord) -> None:
         self._send(task, [("try", record.to_dict())])
@@ -109,7 +135,13 @@ class Channel:
         so a coordinator reading only it (its predecessor acked the others) still records them all."""
         self._send(task, [("ended", result.to_dict())], close_lease=owner)
 
-    def _send(self, task: JobTask, events: list[tuple[str, dict]], close_lease: str | None = None) -> None:
+    def _send(
+        self,
+        task: JobTask,
+        events: list[tuple[str, dict]],
+        close_lease: str | None = None,
+        patience: float = EMIT_PATIENCE_SECONDS,
+    ) -> None:
         def append() -> None:
             pipe = self.redis.pipeline(transaction=False)
             for kind, body in events:
@@ -121,26 +153,43 @@ class Channel:
             pipe.execute()
 
         # A result must not be lost to a Redis restart: keep trying (bounded) until it is appended.
-        patiently(append, patience=EMIT_PATIENCE_SECONDS, what=f"job {task.job_id!r} of run {task.run_id}")
+        patiently(append, patience=patience, what=f"job {task.job_id!r} of run {task.run_id}")
+
+
+@dataclass(slots=True)
+class _Beat:
+    task: JobTask
+    owner: str
+    stop: Callable[[str, JobStatus], None]
+    renewed_at: float  # monotonic time the last successful renewal (or the claim) was sent
 
 
 class Heartbeats:
     """One thread per worker process renews the leases of the jobs it runs and watches for cancels.
 
-    Every second it checks each running job's cancel flag; every ``interval`` it renews its lease. A
-    job whose lease was taken from it (declared lost) or whose attempt was cancelled is stopped.
+    Every tick one round trip asks whether any job's attempt was cancelled and renews the leases that
+    are due. A job is stopped when its attempt was cancelled (CANCELLED), when its lease was taken
+    from it (ERROR: the coordinator declared it lost), and, while Redis is out of reach, before its
+    lease could expire (ERROR: fenced itself, ``workers.lease_timing``): the coordinator may start
+    another copy the moment the lease expires, and two copies of a job must never run at once.
     """
 
-    def __init__(self, channel: Channel, interval: float) -> None:
-        self.channel = channel
-        self.interval = interval
-        self._jobs: dict[str, tuple[JobTask, Callable[[str], None]]] = {}
+    def __init__(
+        self, channel: Channel, timing: LeaseTiming, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.channel = channel  # its client's calls are bounded by timing.io_timeout
+        self.timing = timing
+        self.clock = clock
+        self._jobs: dict[str, _Beat] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def watch(self, task: JobTask, owner: str, stop: Callable[[str], None]) -> _Watch:
+    def watch(
+        self, task: JobTask, owner: str, stop: Callable[[str, JobStatus], None], claimed_at: float
+    ) -> _Watch:
+        """Watch a job whose lease was claimed by a call sent at ``claimed_at`` (``clock`` time)."""
         with self._lock:
-            self._jobs[owner] = (task, stop)
+            self._jobs[owner] = _Beat(task, owner, stop, claimed_at)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="heartbeats", daemon=True)
                 self._thread.start()
@@ -151,24 +200,47 @@ class Heartbeats:
             self._jobs.pop(owner, None)
 
     def _loop(self) -> None:
-        ticks_per_renewal = max(1, round(self.interval))
-        tick = 0
         while True:
-            time.sleep(min(1.0, self.interval))
-            tick += 1
-            with self._lock:
-                jobs = list(self._jobs.items())
-            for owner, (task, stop) in jobs:
-                try:
-                    if self.channel.is_cancelled(task):
-                        stop("cancelled by the coordinator")
-                    elif tick % ticks_per_renewal == 0 and not self.channel.renew(task, owner):
-                        stop("lease lost: the coordinator declared this try lost")
-                    else:
-                        continue
-                    self.forget(owner)
-                except RedisError:
-                    continue  # Redis restarting: keep the job running, renew on the next tick
+            time.sleep(self.timing.tick)
+            try:
+                self.beat()
+            except Exception:  # the thread must outlive any surprise: the fences depend on it
+                log.exception("heartbeat failed")
+
+    def beat(self) -> None:
+        """One look: cancels, renewals, fences (the thread's loop; tests call it directly)."""
+        with self._lock:
+            beats = list(self._jobs.values())
+        if not beats:
+            return
+        sent = self.clock()
+        due = [b for b in beats if sent - b.renewed_at >= self.timing.interval]
+        try:
+            cancelled, renewed = self.channel.check([b.task for b in beats], [(b.task, b.owner) for b in due])
+        except RedisError:
+            cancelled, renewed = None, None  # out of reach: the fence below decides
+        if renewed is not None:
+            for beat, ok in zip(due, renewed, strict=True):
+                if ok:
+                    beat.renewed_at = sent
+                else:
+                    self._stop(beat, "lease lost: the coordinator declared this try lost", JobStatus.ERROR)
+        now = self.clock()
+        for i, beat in enumerate(beats):
+            if beat.owner not in self._jobs:
+                continue
+            if cancelled is not None and cancelled[i]:
+                self._stop(beat, "cancelled by the coordinator", JobStatus.CANCELLED)
+            elif self.timing.fenced(beat.renewed_at, now):
+                why = (
+                    f"fenced: could not renew its lease for {now - beat.renewed_at:.1f}s (Redis out of "
+                    "reach); stopped before the lease could expire and another copy start"
+                )
+                self._stop(beat, why, JobStatus.ERROR)
+
+    def _stop(self, beat: _Beat, why: str, status: JobStatus) -> None:
+        self.forget(beat.owner)
+        beat.stop(why, status)
 
 
 class _Watch:

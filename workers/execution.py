@@ -11,6 +11,8 @@ import socket
 import time
 import uuid
 
+from redis.exceptions import RedisError
+
 from workers.channel import Channel, Claim, Heartbeats, OutputFeed
 from workers.reaper import Reaper
 from workers.redis_client import connect
@@ -37,6 +39,15 @@ def _retried(channel: Channel, task: JobTask, record, on_retry) -> None:
         on_retry(record)
 
 
+def _announce(channel: Channel, task: JobTask, n: int, worker: str, pid: int, at: float) -> None:
+    """A retry's start, on the short-timeout channel and tried once: the try runs unsupervised until
+    this returns, so it must not wait out a cut link (the try's end carries the same facts)."""
+    try:
+        channel.started(task, n, worker, pid, at, patience=0.0)
+    except RedisError as exc:
+        log.warning("%s: start of try %d not announced (%s)", task.key, n, exc)
+
+
 class WorkerRuntime:
     """Per worker process: its Redis connection, built lazily after the pool forked (never shared)."""
 
@@ -44,6 +55,7 @@ class WorkerRuntime:
         self.settings = settings
         self._pid: int | None = None
         self._channel: Channel | None = None
+        self._beat_channel: Channel | None = None  # short timeouts: heartbeats and live output
         self._heartbeats: Heartbeats | None = None
         self._reaper: Reaper | None = None
         self._reaper_pid: int | None = None
@@ -54,8 +66,12 @@ class WorkerRuntime:
     @property
     def channel(self) -> Channel:
         if self._channel is None or self._pid != os.getpid():
-            redis = connect(self.settings.broker_url)
-            self._channel = Channel(redis, self.settings.heartbeat_ttl)
+            ttl = self.settings.heartbeat_ttl
+            self._channel = Channel(connect(self.settings.broker_url), ttl)
+            # Its own connection, every call bounded: a cut link must not hold the heartbeat thread
+            # (or a job's supervising loop) past the moment the job has to be stopped.
+            beat = connect(self.settings.broker_url, timeout=self.settings.lease_timing.io_timeout)
+            self._beat_channel = Channel(beat, ttl)
             self._pid = os.getpid()
         return self._channel
 
@@ -68,9 +84,9 @@ class WorkerRuntime:
 
     @property
     def heartbeats(self) -> Heartbeats:
-        channel = self.channel  # (re)built after a fork, with its heartbeat thread
-        if self._heartbeats is None or self._heartbeats.channel is not channel:
-            self._heartbeats = Heartbeats(channel, self.settings.heartbeat_interval)
+        _ = self.channel  # (re)built after a fork, with its heartbeat thread
+        if self._heartbeats is None or self._heartbeats.channel is not self._beat_channel:
+            self._heartbeats = Heartbeats(self._beat_channel, self.settings.lease_timing)
         return self._heartbeats
 
     def execute(self, payload: dict, worker_name: str | None, on_retry=None) -> dict:
@@ -82,6 +98,7 @@ class WorkerRuntime:
             return self._refuse(str(exc))
         channel = self.channel
         owner = f"{worker}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        claimed_at = time.monotonic()  # the lease runs from no earlier than this
         claim = channel.claim(task, owner, worker)
         if claim != Claim.RUN:
             # A redelivered copy of a job running or done elsewhere, a dispatch superseded after a lost
@@ -89,9 +106,12 @@ class WorkerRuntime:
             log.info("%s: not run (%s)", task.key, claim)
             return {"job": task.key, "discarded": claim}
         cancel = CancelToken()
+        timing = self.settings.lease_timing
         hooks = RunnerHooks(
             # The first try's start went out with the claim; retries announce theirs.
-            on_try_start=lambda t, n, pid, at: n != t.first_try and channel.started(t, n, worker, pid, at),
+            on_try_start=lambda t, n, pid, at: (
+                n != t.first_try and _announce(self._beat_channel, t, n, worker, pid, at)
+            ),
             on_try_end=lambda t, record, final: final or _retried(channel, t, record, on_retry),
             cancel=cancel,
             reaper=self.reaper,
@@ -99,20 +119,27 @@ class WorkerRuntime:
             base_env=self.base_env,
             secret_patterns=self.secret_patterns,
             log_store=self.log_store,
-            on_output=OutputFeed(channel.redis),  # `logs --follow` from any machine
+            on_output=OutputFeed(self._beat_channel.redis),  # `logs --follow` from any machine
         )
+        gave_up: list[str] = []
 
-        def stop(why: str) -> None:
+        def stop(why: str, status: JobStatus) -> None:
             log.warning("%s: stopping: %s", task.key, why)
-            cancel.cancel()
+            if status is JobStatus.ERROR:  # the lease is, or may soon be, someone else's
+                gave_up.append(why)
+            cancel.cancel(why, status, grace=timing.grace if status is JobStatus.ERROR else None)
 
         try:
-            with self.heartbeats.watch(task, owner, stop):
+            with self.heartbeats.watch(task, owner, stop, claimed_at):
                 try:
                     result = run_job(task, hooks)
                 except Exception as exc:  # report it now, not 20 s later as a lost heartbeat
                     log.exception("%s: the runner failed", task.key)
                     result = _error_result(task, worker, f"runner failed: {exc!r}"[:300])
+            if gave_up:
+                # Not ours to end: the coordinator declares the try lost once the lease is gone and
+                # applies the job's retry policy, exactly as for a worker that died.
+                return {"job": task.key, "gave_up": gave_up[0]}
             channel.ended(task, result, owner)
         finally:
             cancel.close()

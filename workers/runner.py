@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from workers.lease_timing import KILL_GRACE_SECONDS
 from workers.logstore import LogStore, Masker, TryLog, try_key
 from workers.reaper import Reaper, marks
 from workers.retry import decide
@@ -27,7 +28,6 @@ from workers.secrets import REF, is_ref, mask_output, secret_names, secret_patte
 from workers.spec import OUTPUT_TAIL_BYTES, JobResult, JobTask, TryRecord
 from workers.statuses import JobStatus
 
-KILL_GRACE_SECONDS = 3.0  # between SIGTERM and SIGKILL of a timed-out or cancelled job
 # poll() takes a C int of milliseconds (24.8 days at most): longer waits (a 30-day timeout) are
 # taken in slices; waking once an hour costs nothing.
 MAX_POLL_MS = 3600 * 1000
@@ -36,19 +36,37 @@ _READ_CHUNK = 65536
 
 
 class CancelToken:
-    """Cancels every job that shares it: wakes their select loops and their retry waits at once."""
+    """Cancels every job that shares it: wakes their select loops and their retry waits at once.
+
+    A plain cancel ends the running try CANCELLED; a worker stopping a job it may no longer hold
+    (its lease lost or about to expire) ends it ERROR with the reason, and may shorten the grace.
+    """
 
     def __init__(self) -> None:
         self._event = threading.Event()
         self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.status = JobStatus.CANCELLED
+        self.reason = "cancelled"
+        self._grace: float | None = None  # None: KILL_GRACE_SECONDS
 
     def fileno(self) -> int:
         return self._fd
 
-    def cancel(self) -> None:
+    def cancel(
+        self,
+        reason: str | None = None,
+        status: JobStatus = JobStatus.CANCELLED,
+        grace: float | None = None,
+    ) -> None:
         if not self._event.is_set():
+            self.status, self.reason, self._grace = status, reason or "cancelled", grace
             self._event.set()
             os.eventfd_write(self._fd, 1)  # stays readable: every runner's select wakes
+
+    @property
+    def grace(self) -> float:
+        """Between SIGTERM and SIGKILL of the jobs it stops."""
+        return KILL_GRACE_SECONDS if self._grace is None else self._grace
 
     @property
     def cancelled(self) -> bool:
@@ -107,9 +125,11 @@ def run_job(task: JobTask, hooks: RunnerHooks | None = None) -> JobResult:
             elapsed_since_first_start=record.end_time - first_start,
             jitter_sample=hooks.jitter(),
         )
+        # Stopped (cancelled, or its lease may be gone): no further try, whatever the policy says.
+        final = not decision.retry or (hooks.cancel is not None and hooks.cancel.cancelled)
         if hooks.on_try_end:
-            hooks.on_try_end(task, record, not decision.retry)
-        if not decision.retry:
+            hooks.on_try_end(task, record, final)
+        if final:
             break
         delay = decision.delay
         if delay > 0 and hooks.cancel is not None and hooks.cancel.wait(delay):
@@ -149,7 +169,7 @@ def run_try(task: JobTask, try_number: int, hooks: RunnerHooks, worker: str) -> 
         return TryRecord(try_number, status, code, start, time.time(), worker, error=error, **kw)
 
     if hooks.cancel is not None and hooks.cancel.cancelled:
-        return ended(JobStatus.CANCELLED, error="cancelled before it started")
+        return ended(hooks.cancel.status, error=f"{hooks.cancel.reason} before it started")
     if task.working_dir is not None and not os.path.isdir(task.working_dir):
         return ended(JobStatus.ERROR, error=f"working_dir {task.working_dir!r} does not exist")
     argv = ["/bin/sh", "-c", task.command] if isinstance(task.command, str) else list(task.command)
@@ -202,7 +222,9 @@ def run_try(task: JobTask, try_number: int, hooks: RunnerHooks, worker: str) -> 
             reaper.leader_waited(proc.pid)
         uri = _finish_log(hooks.log_store, key, log)
     if reaper is not None:  # orphans that left the group (setsid daemons) carry the try's marks
-        reaper.kill(marks(task.run_id, task.attempt_id, task.job_id, try_number), KILL_GRACE_SECONDS)
+        stopped = hooks.cancel is not None and hooks.cancel.cancelled
+        grace = hooks.cancel.grace if stopped else KILL_GRACE_SECONDS
+        reaper.kill(marks(task.run_id, task.attempt_id, task.job_id, try_number), grace)
     return ended(
         outcome.status,
         outcome.exit_code,
@@ -328,12 +350,12 @@ def _supervise(
                 elif fd == cancel_fd:
                     poller.unregister(fd)  # level-triggered and shared: read it once, never drain it
                     if killed_for is None:
-                        killed_for, kill_at = JobStatus.CANCELLED, _terminate(proc.pid)
+                        killed_for, kill_at = cancel.status, _terminate(proc.pid, cancel.grace)
                 elif not buffers.read(fd):
                     poller.unregister(fd)
             now = time.monotonic()
             if not exited and killed_for is None and deadline is not None and now >= deadline:
-                killed_for, kill_at = JobStatus.TIMEOUT, _terminate(proc.pid)
+                killed_for, kill_at = JobStatus.TIMEOUT, _terminate(proc.pid, KILL_GRACE_SECONDS)
             elif not exited and kill_at is not None and now >= kill_at:
                 _signal_group(proc.pid, signal.SIGKILL)
                 kill_at = None
@@ -355,8 +377,8 @@ def _supervise(
     out = (buffers.buffers[out_fd], buffers.buffers[err_fd], (buffers.sizes[0], buffers.sizes[1]))
     if killed_for is JobStatus.TIMEOUT:
         return _Outcome(JobStatus.TIMEOUT, None, f"timed out after {timeout:g}s", *out)
-    if killed_for is JobStatus.CANCELLED:
-        return _Outcome(JobStatus.CANCELLED, None, "cancelled", *out)
+    if killed_for is not None:  # cancelled: CANCELLED, or ERROR when it stopped for its lease
+        return _Outcome(killed_for, None, cancel.reason, *out)
     if returncode == 0:
         return _Outcome(JobStatus.SUCCESS, 0, None, *out)
     if returncode < 0:  # killed by a signal nobody here sent: report it the way a shell would
@@ -366,9 +388,9 @@ def _supervise(
     return _Outcome(JobStatus.FAILED, returncode, None, *out)
 
 
-def _terminate(pid: int) -> float:
+def _terminate(pid: int, grace: float) -> float:
     _signal_group(pid, signal.SIGTERM)
-    return time.monotonic() + KILL_GRACE_SECONDS
+    return time.monotonic() + grace
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workers.lease_timing import LeaseTiming
+
 
 @dataclass(frozen=True)
 class WorkerSettings:
@@ -18,6 +20,8 @@ class WorkerSettings:
     visibility_timeout: float = 6 * 3600.0
     # A running job's worker renews its heartbeat this often; the coordinator declares the try lost
     # once the heartbeat is older than ``heartbeat_ttl``.
+    # A worker that cannot renew a lease stops the job itself before it could expire
+    # (workers.lease_timing): the TTL must leave room for that after at least one renewal.
     heartbeat_interval: float = 5.0
     heartbeat_ttl: float = 20.0
     # Signs and checks task payloads (workers.signing); never shown (repr=False).
@@ -25,6 +29,10 @@ class WorkerSettings:
     # Where every try's complete output goes (workers.logstore): unset = <home>/logs of this machine.
     log_store: str | None = None
     home: Path = field(default_factory=lambda: Path("~/.executioner").expanduser())
+
+    @property
+    def lease_timing(self) -> LeaseTiming:
+        return LeaseTiming(self.heartbeat_ttl, self.heartbeat_interval)
 
     def make_log_store(self):
         from workers.logstore import log_store
@@ -39,7 +47,7 @@ class WorkerSettings:
         home = Path(
             str(overrides.get("home") or env.get("EXECUTIONER_HOME") or "~/.executioner")
         ).expanduser()
-        return cls(
+        made = cls(
             broker_url=broker,
             result_backend=backend,
             visibility_timeout=seconds(env, "EXECUTIONER_VISIBILITY_TIMEOUT", cls.visibility_timeout),
@@ -49,6 +57,10 @@ class WorkerSettings:
             log_store=env.get("EXECUTIONER_LOG_STORE") or None,
             home=home,
         )
+        problem = made.lease_timing.problem()
+        if problem:
+            raise ValueError(problem)
+        return made
 
 
 def secret_key(env: Mapping[str, str]) -> bytes | None:

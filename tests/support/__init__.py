@@ -53,25 +53,33 @@ def wait_until(predicate, seconds: float, what: str) -> None:
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, *, appendonly: bool = False) -> None:
+    """A redis-server of the tests. On another host (``prefix``: a network namespace) it listens on
+    ``bind`` for that network, and on a unix socket for the test itself."""
+
+    def __init__(
+        self, workdir: Path, *, appendonly: bool = False, bind: str = "127.0.0.1", prefix: list[str] = ()
+    ) -> None:
         self.binary = require_binary("redis-server")
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.appendonly = appendonly
+        self.bind, self.prefix = bind, list(prefix)
+        self.socket = str(workdir / "redis.sock") if prefix else None
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.bind}:{self.port}/0"
 
     def start(self) -> RedisServer:
         args = [
+            *self.prefix,
             self.binary,
             "--port",
             str(self.port),
             "--bind",
-            "127.0.0.1",
+            self.bind,
             "--dir",
             str(self.workdir),
             "--save",
@@ -82,6 +90,7 @@ class RedisServer:
             "always",
             "--protected-mode",
             "no",
+            *(["--unixsocket", self.socket, "--unixsocketperm", "700"] if self.socket else []),
         ]
         with open(self.workdir / "redis.log", "ab") as log:  # the child keeps its own copy of the fd
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
@@ -92,13 +101,16 @@ class RedisServer:
         import redis
 
         try:
-            return bool(redis.Redis(port=self.port, socket_timeout=1).ping())
+            client = redis.Redis(port=self.port, unix_socket_path=self.socket, socket_timeout=1)
+            return bool(client.ping())
         except redis.RedisError:
             return False
 
     def client(self):
         import redis
 
+        if self.socket:
+            return redis.Redis(unix_socket_path=self.socket)
         return redis.Redis.from_url(self.url)
 
     def stop(self) -> None:
@@ -110,6 +122,13 @@ class RedisServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open and nothing answers, as when a link is cut (no reset)."""
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
 
     def reset(self) -> None:
         """Forget everything a previous test left (jobs, streams, leases, locks) but the queue bindings."""
@@ -128,13 +147,21 @@ class RedisServer:
 class Worker:
     """One `executioner worker` process."""
 
-    def __init__(self, broker_url: str, logdir: Path, name: str, *args: str, env: dict | None = None) -> None:
+    def __init__(
+        self,
+        broker_url: str,
+        logdir: Path,
+        name: str,
+        *args: str,
+        env: dict | None = None,
+        prefix: list[str] = (),
+    ) -> None:
         self.name = name
         self.log = logdir / f"worker-{name}.log"
         full_env = {**os.environ, "EXECUTIONER_BROKER_URL": broker_url, **(env or {})}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [EXECUTIONER, "worker", "-n", f"{name}@%h", "--without-mingle", "--without-gossip", *args],
+                [*prefix, EXECUTIONER, "worker", "-n", f"{name}@%h", "--without-mingle", "--without-gossip", *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=full_env,
@@ -170,7 +197,7 @@ class PostgresServer:
     milliseconds.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, listen: str = "127.0.0.1", prefix: list[str] = ()) -> None:
         import tempfile
 
         self.initdb = require_binary("initdb")
@@ -184,20 +211,26 @@ class PostgresServer:
 
             shutil.chown(self.root, "postgres", "postgres")
         self.counter = 0
+        # On another host (a network namespace) it listens there; the test reaches it by its socket.
+        self.listen, self.prefix = listen, list(prefix)
 
     def _run(self, *args: str) -> None:
         prefix = ["runuser", "-u", "postgres", "--"] if self.as_postgres else []
-        subprocess.run([*prefix, *args], check=True, capture_output=True, cwd=self.root)
+        subprocess.run([*self.prefix, *prefix, *args], check=True, capture_output=True, cwd=self.root)
 
     def start(self) -> PostgresServer:
         self._run(
             self.initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"
         )
+        if self.listen != "127.0.0.1":  # its network's other hosts (trust: test clusters only)
+            network = ".".join(self.listen.split(".")[:3]) + ".0/24"
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write(f"host all all {network} trust\n")
         self.resume_server()
         self._admin("CREATE DATABASE executioner_template")
         from orchestrator.db.engine import make_engine, upgrade
 
-        engine = make_engine(self.url("executioner_template"))
+        engine = make_engine(self.url("executioner_template", local=True))
         upgrade(engine)
         engine.dispose()
         return self
@@ -205,7 +238,7 @@ class PostgresServer:
     def resume_server(self) -> None:
         """Start the server on its data (again, after ``pause_server``)."""
         options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+            f"-p {self.port} -k {self.root} -c listen_addresses={self.listen} -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
         )
         self._run(
@@ -216,23 +249,24 @@ class PostgresServer:
         """Stop the server, keeping its data: a database outage."""
         self._run(self.pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop")
 
-    def url(self, database: str) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str, *, local: bool = False) -> str:
+        """The database's URL on the server's network; ``local``: through its unix socket."""
+        if local:
+            return f"postgresql://postgres@/{database}?host={self.root}&port={self.port}"
+        return f"postgresql://postgres@{self.listen}:{self.port}/{database}"
 
     def _admin(self, sql: str) -> None:
         import psycopg
 
-        with psycopg.connect(
-            self.url("postgres").replace("postgresql://", "postgresql://", 1), autocommit=True
-        ) as conn:
+        with psycopg.connect(self.url("postgres", local=True), autocommit=True) as conn:
             conn.execute(sql)
 
-    def new_database(self, migrated: bool = True) -> str:
+    def new_database(self, migrated: bool = True, *, local: bool = False) -> str:
         self.counter += 1
         name = f"test_{self.counter}"
         template = " TEMPLATE executioner_template" if migrated else ""
         self._admin(f"CREATE DATABASE {name}{template}")
-        return self.url(name)
+        return self.url(name, local=local)
 
     def stop(self) -> None:
         import shutil
