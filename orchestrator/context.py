@@ -9,13 +9,13 @@ from sqlalchemy import Engine, Row
 
 from orchestrator.db.engine import SQLITE_BUSY_TIMEOUT_MS, ensure_schema, make_engine
 from orchestrator.errors import UserError
-from orchestrator.executors.base import Executor
-from orchestrator.locks.base import LockManager
 from orchestrator.settings import Settings
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # built on demand: a read-only command needs neither
     from redis import Redis
 
+    from orchestrator.executors.base import Executor
+    from orchestrator.locks.base import LockManager
     from workers.journal import Journal
 
 

@@ -19,8 +19,8 @@ from orchestrator.errors import UnknownJobError, UserError
 from orchestrator.listing import iso
 from orchestrator.notify import status_rows
 from orchestrator.planner import PlanRequest, plan
+from orchestrator.preview import preview
 from orchestrator.run_inputs import RunInputs, runnable, shown_command
-from orchestrator.settle import preview
 from orchestrator.state import derived_run_status
 from orchestrator.stored import stored_workflow
 from orchestrator.workflow import Workflow

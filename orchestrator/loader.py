@@ -27,6 +27,7 @@ from orchestrator.trigger_rules import TriggerRule
 from orchestrator.workflow import (
     DEFAULTABLE_FIELDS,
     JOB_FIELDS,
+    RETRY_FIELDS,
     SCHEDULE_CATCHUP,
     SCHEDULE_OVERLAP,
     WORKFLOW_FIELDS,
@@ -89,6 +90,7 @@ class _Validator(RunFieldsValidator):
         self.name = name
         self.problems: list[WorkflowProblem] = []
         self.declared: dict[str, list[str]] = {}  # every valid id -> its dependencies, bad jobs too
+        self._policies: dict[tuple, RetryPolicy] = {}
 
     def err(self, message: str, job: str | None = None, field: str | None = None) -> None:
         self.problems.append(WorkflowProblem(self.name, message, job, field))
@@ -203,7 +205,7 @@ class _Validator(RunFieldsValidator):
             return None
         before = len(self.problems)
         for key in raw:
-            if key not in JOB_FIELDS:
+            if key not in _JOB_FIELD_SET:
                 self.err(f"unknown key (allowed: {', '.join(JOB_FIELDS)})", job=job_id, field=_field(key))
         merged = {**defaults, **raw}
         command = self.command(job_id, merged)
@@ -306,6 +308,22 @@ class _Validator(RunFieldsValidator):
         return out
 
     def retry(self, job_id: str, merged: dict) -> RetryPolicy:
+        """The job's policy; jobs with the same retry fields share one (a 100,000-job file checks
+        each distinct combination once: RetryPolicy is frozen, sharing it is safe)."""
+        try:
+            key = tuple((f, _frozen(merged[f])) for f in RETRY_FIELDS if f in merged)
+            shared = self._policies.get(key)
+        except TypeError:  # unhashable (a nested mapping): checked, and refused, the long way
+            key, shared = None, None
+        if shared is not None:
+            return shared
+        before = len(self.problems)
+        policy = self._retry(job_id, merged)
+        if key is not None and len(self.problems) == before:
+            self._policies[key] = policy
+        return policy
+
+    def _retry(self, job_id: str, merged: dict) -> RetryPolicy:
         n = self.number
         statuses = merged.get("retry_on_status", sorted(DEFAULT_RETRY_ON))
         allowed = sorted(FAILURE_STATUSES)
@@ -395,6 +413,16 @@ class _Validator(RunFieldsValidator):
             for dep in deps:
                 if dep not in self.declared:
                     self.err(f"unknown job {dep!r}", job=job_id, field="dependencies")
+
+
+_JOB_FIELD_SET = frozenset(JOB_FIELDS)  # checked for every key of every job
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable stand-in that keeps types apart (1, 1.0 and True are not the same setting)."""
+    if isinstance(value, list):
+        return ("list", *map(_frozen, value))
+    return (type(value).__name__, value)
 
 
 def _valid_cron(expr: str) -> bool:

@@ -144,15 +144,14 @@ def _children(node: Any, yaml: Any) -> list[Any]:
 
 
 def _check_depth(data: Any, name: str) -> None:
-    stack = [(data, 0)]
+    # Only containers are walked: a 100,000-job file has half a million scalars to skip.
+    stack = [(data, 0)] if isinstance(data, dict | list) else []
     while stack:
         value, depth = stack.pop()
-        if depth > MAX_DEPTH:
+        if depth > MAX_DEPTH or (depth == MAX_DEPTH and value):  # its items would be deeper
             _refuse(name, f"is nested deeper than {MAX_DEPTH} levels")
-        if isinstance(value, dict):
-            stack.extend((v, depth + 1) for v in value.values())
-        elif isinstance(value, list):
-            stack.extend((v, depth + 1) for v in value)
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((v, depth + 1) for v in children if isinstance(v, dict | list))
 
 
 def bad_string(value: str) -> str | None:

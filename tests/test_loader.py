@@ -192,3 +192,31 @@ def test_schedule_fields():
     )
     assert w.schedule.cron == "0 2 * * *" and w.schedule.timezone == "Europe/Paris"
     assert (w.schedule.overlap, w.schedule.catchup, w.schedule.catchup_limit) == ("allow", "all", 3)
+
+
+def test_jobs_with_the_same_retry_fields_share_one_policy():
+    w = workflow_from_data(
+        wf(
+            {"id": "a", "command": "true", "max_retries": 2},
+            {"id": "b", "command": "true", "max_retries": 2},
+            {"id": "c", "command": "true", "max_retries": 3},
+            {"id": "d", "command": "true", "retry_delay": 1},
+            {"id": "e", "command": "true", "retry_delay": 1.0},
+        )
+    )
+    jobs = w.jobs
+    assert jobs["a"].retry is jobs["b"].retry and jobs["a"].retry is not jobs["c"].retry
+    assert jobs["c"].retry.max_retries == 3 and jobs["d"].retry.retry_delay == 1.0
+    assert jobs["d"].retry == jobs["e"].retry  # 1 and 1.0: equal policies, checked separately
+
+
+def test_a_bad_retry_field_is_reported_for_every_job_that_has_it():
+    found = problems(
+        wf(
+            {"id": "a", "command": "true", "retry_delay": -1},
+            {"id": "b", "command": "true", "retry_delay": -1},
+            {"id": "c", "command": "true", "retry_delay": True},
+        )
+    )
+    assert sum("job 'a'" in p or "job a" in p for p in found) == 1, found
+    assert len([p for p in found if "retry_delay" in p]) == 3, found

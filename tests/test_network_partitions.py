@@ -7,6 +7,7 @@ hang, nothing fails fast. Needs root (CI runs as root); skipped without it, exce
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -34,13 +35,20 @@ class Site:
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.net = Network()
-        self.server = self.net.host("srv")
-        self.redis = RedisServer(tmp / "redis", bind=self.server.address, prefix=self.server.prefix())
-        self.redis.start()
-        self.postgres = PostgresServer(listen=self.server.address, prefix=self.server.prefix()).start()
         self.workers: list[Worker] = []
         self.procs: list[subprocess.Popen] = []
+        self.redis: RedisServer | None = None
+        self.postgres: PostgresServer | None = None
+        self.net = Network()
+        try:
+            self.server = self.net.host("srv")
+            self.redis = RedisServer(tmp / "redis", bind=self.server.address, prefix=self.server.prefix())
+            self.redis.start()
+            self.postgres = PostgresServer(listen=self.server.address, prefix=self.server.prefix())
+            self.postgres.start()
+        except BaseException:
+            self.close()  # whatever started: nothing may outlive a failed set-up
+            raise
 
     def env(self, database: str, home: Path) -> dict[str, str]:
         return {
@@ -87,8 +95,12 @@ class Site:
                 proc.wait(10)
         for worker in self.workers:
             worker.stop()
-        self.redis.stop()
-        self.postgres.stop()
+        with contextlib.suppress(Exception):  # (half started): the namespaces' close kills the rest
+            if self.redis is not None:
+                self.redis.stop()
+        with contextlib.suppress(Exception):
+            if self.postgres is not None:
+                self.postgres.stop()
         self.net.close()
 
 

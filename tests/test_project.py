@@ -67,3 +67,17 @@ def test_commands_import_only_what_they_use():
             assert heavy not in runs, heavy
         helped = loaded("--help", home=Path(home))
         assert "sqlalchemy" not in helped and "networkx" not in helped
+        # `status` plans what a resume would do, on the graph's plain dicts: no networkx either.
+        flow = Path(home) / "wf.yaml"
+        flow.write_text(
+            "application_name: t\njobs:\n  - {id: a, command: 'true'}\n  - {id: b, command: 'exit 3', dependencies: [a]}\n"
+        )
+        subprocess.run(
+            [sys.executable, "-m", "orchestrator.cli", "run", str(flow)],
+            env={"EXECUTIONER_HOME": home, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+        )
+        status = loaded("status", "1", "--json", home=Path(home))
+        assert "orchestrator.planner" in status
+        for heavy in ("networkx", "orchestrator.coordinator", "celery", "starlette", "jinja2"):
+            assert heavy not in status, heavy
