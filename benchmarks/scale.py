@@ -30,13 +30,12 @@ def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
         "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
         "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe, *argv],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *argv], env={**os.environ, **env}, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[1:])} failed: {done.stderr.strip()[:2000]}")
+    out = done.stdout.split()
     return float(out[-2]), int(out[-1]) / 1024
 
 

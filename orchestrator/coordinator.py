@@ -50,6 +50,8 @@ from workers.statuses import (
 )
 
 log = logging.getLogger("executioner.coordinator")
+# How long one dispatch pass may publish before the loop sees to its lock, history and events.
+DISPATCH_SLICE_SECONDS = 0.5
 QUEUE_TIMEOUT = "queue_timeout"  # the reason of a job that waited for a worker past its queue_timeout
 
 
@@ -201,6 +203,8 @@ class Coordinator:
             return None
 
     def _seconds_until_next_duty(self) -> float | None:
+        if self._can_dispatch():
+            return 0.0  # a dispatch slice ended with jobs left: back to it after the duties
         waits = [
             self.history.seconds_until_retry() if self.history.down else self.recorder.seconds_until_due()
         ]
@@ -280,13 +284,21 @@ class Coordinator:
     def _capacity(self) -> bool:
         return self.max_in_flight is None or self.in_flight < self.max_in_flight
 
-    def _dispatch_ready(self) -> None:
+    def _can_dispatch(self) -> bool:
         # Nothing new starts while its history cannot be written (``HistoryHealth``).
-        while self.ready and self._capacity() and not self.cancelled_by and not self.history.down:
+        return bool(self.ready) and self._capacity() and not self.cancelled_by and not self.history.down
+
+    def _dispatch_ready(self) -> None:
+        # A slice at a time: publishing 20,000 ready jobs to a broker takes tens of seconds, longer
+        # than the run's lock lives unless the loop gets back to renewing it (and to the events).
+        until = time.monotonic() + DISPATCH_SLICE_SECONDS
+        while self._can_dispatch():
             job_id = self.ready.popleft()
             if not self.began:
                 self._begin()
             self._submit(job_id, self._task(self.jobs[job_id]))
+            if time.monotonic() >= until:
+                break
         if self.began:
             self.executor.flush()  # one write for the whole batch just submitted
 

@@ -192,3 +192,34 @@ def test_history_batches_are_flushed_at_the_end(ctx):
         status = conn.execute(select(attempts.c.status)).scalar_one()
     assert len(rows) == 300 and all(len(r["retry_history"]) == 1 for r in rows)
     assert status == AttemptStatus.FAILED
+
+
+def test_a_long_dispatch_gives_way_to_renewing_the_lock(ctx, monkeypatch):
+    """20,000 ready jobs take a broker tens of seconds to accept: longer than the run's lock lives.
+    The loop must renew between slices of the dispatch, not after it (a Redlock that expired
+    meanwhile is lost for good)."""
+    import time
+
+    monkeypatch.setattr("orchestrator.coordinator.DISPATCH_SLICE_SECONDS", 0.02)
+    seen: list[str] = []
+
+    def slow_publish(task):
+        seen.append("submit")
+        time.sleep(0.002)  # a publish; 300 of them outlast several renewal periods
+        return JobStatus.SUCCESS, 0
+
+    original = RunHandle.extend
+
+    def extend(self):
+        seen.append("extend")
+        return original(self)
+
+    monkeypatch.setattr(RunHandle, "extend", extend)
+    ctx.settings = Settings.from_env(
+        {"EXECUTIONER_LEASE_TTL": "0.15"}, home=ctx.settings.home, database_url=ctx.settings.database_url
+    )
+    wf = workflow({f"j{i}": [] for i in range(300)})
+    result, executor = run_attempt(ctx, wf, slow_publish)
+    assert len(executor.submitted) == 300 and result.status is AttemptStatus.SUCCESS
+    last_submit = len(seen) - 1 - seen[::-1].index("submit")
+    assert seen[:last_submit].count("extend") >= 3, "the lock was not renewed during the dispatch"
