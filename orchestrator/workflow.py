@@ -175,9 +175,7 @@ class Workflow:
     @cached_property
     def config_hash(self) -> str:
         """sha256 of the snapshot with keys and jobs sorted: same meaning, same hash."""
-        snap = {**self._snapshot, "jobs": sorted(self._snapshot["jobs"], key=lambda j: j["id"])}
-        canonical = json.dumps(snap, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return snapshot_hash(self._snapshot)
 
     @cached_property
     def dag(self) -> Dag:
@@ -186,3 +184,10 @@ class Workflow:
 
     def __len__(self) -> int:
         return len(self.jobs)
+
+
+def snapshot_hash(snapshot: dict[str, Any]) -> str:
+    """The hash of a normalized snapshot (``Workflow.snapshot()``, or one read back from an attempt)."""
+    snap = {**snapshot, "jobs": sorted(snapshot["jobs"], key=lambda j: j["id"])}
+    canonical = json.dumps(snap, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
