@@ -155,7 +155,7 @@ def test_a_worker_cut_off_mid_job_stops_it_its_jobs_run_elsewhere_and_its_late_r
     # running at once would show as overlapping spans.
     long_cmd = f"for i in $(seq 60); do date +%s.%N >> {tmp_path}/long.$EXECUTIONER_TRY; sleep 0.1; done"
     short_cmd = (
-        f"date +%s.%N > {tmp_path}/short.$EXECUTIONER_TRY.start; sleep 2; "
+        f"date +%s.%N > {tmp_path}/short.$EXECUTIONER_TRY.start; sleep 2.5; "
         f"date +%s.%N > {tmp_path}/short.$EXECUTIONER_TRY.end"
     )
     jobs = [
@@ -171,8 +171,9 @@ def test_a_worker_cut_off_mid_job_stops_it_its_jobs_run_elsewhere_and_its_late_r
 
     site.net.cut(w1)
     cut = time.time()
-    # short ends during the cut (its result is stuck on w1); long is still running: w1 must stop it
-    # before its lease can expire, since the coordinator then starts another copy.
+    # short ends during the cut (its result is stuck on w1; 2.5 s is before any fence, which comes
+    # 2.8 s after the last renewal, so at least 2.8 s after its claim); long is still running:
+    # w1 must stop it before its lease can expire, since the coordinator then starts another copy.
     _until(run, lambda: (tmp_path / "short.1.end").exists(), 30, "short ended on the cut-off worker")
     _until(run, lambda: len(_beats(tmp_path / "long.2")) >= 60, 90, "long's second copy finished")
     _until(run, lambda: (tmp_path / "short.2.end").exists(), 30, "short's second copy finished")
@@ -218,7 +219,9 @@ def test_a_coordinator_cut_off_longer_than_its_lock_is_replaced_and_on_healing_w
 
     site.net.cut(c1)
     # No lock holder once its TTL passed without renewal (status reads it on the server host).
-    wait_until(lambda: site.cli(env, "status", 1, "--json").json()["locked_by"] is None, 60, "the lock to expire")
+    wait_until(
+        lambda: site.cli(env, "status", 1, "--json").json()["locked_by"] is None, 60, "the lock to expire"
+    )
     second = site.coordinator(c2, env, "resume", "1", "--json")
     notice = second.stderr.readline()  # it waits for a, still running on w1 for the first coordinator
     assert "still has 1 job(s) running on workers (a)" in notice, notice
