@@ -53,7 +53,7 @@ def celery(scratch: Path, n: int = 20_000) -> None:
 class Postgres:
     """A throwaway cluster on loopback (as the `postgres` user when run as root)."""
 
-    def __init__(self, scratch: Path) -> None:
+    def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="bench-pg-"))
         self.port = free_port()
         self.prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
@@ -97,7 +97,7 @@ class Postgres:
 
 def postgres(scratch: Path, runs: int = 50, jobs: int = 20) -> None:
     path = workflows.write(scratch / "pg20.json", workflows.random_dag(jobs))
-    with Postgres(scratch) as url, tempfile.TemporaryDirectory() as home:
+    with Postgres() as url, tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "EXECUTIONER_DATABASE_URL": url, "EXECUTIONER_HOME": home}
         subprocess.run([EXECUTIONER, "db", "upgrade"], env=env, check=True, capture_output=True)
         start = time.perf_counter()

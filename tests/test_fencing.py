@@ -208,3 +208,16 @@ def _alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat") as stat:  # a zombie is dead for this purpose
         return stat.read().split(") ", 1)[1][0] != "Z"
+
+
+@pytest.mark.parametrize("raw", ["inf", "nan", "1e300", "31622401"])
+def test_a_heartbeat_setting_past_a_year_or_not_finite_is_refused_in_one_line(raw):
+    with pytest.raises(ValueError, match="EXECUTIONER_HEARTBEAT_INTERVAL: must be at most"):
+        WorkerSettings.from_env({"EXECUTIONER_HEARTBEAT_INTERVAL": raw})
+
+
+def test_the_minimum_ttl_of_the_longest_interval_is_found_at_once_and_is_the_smallest():
+    longest = 366 * 24 * 3600.0
+    minimum = LeaseTiming(1, longest).minimum_ttl()  # a bisection: no stepping through 10^7 values
+    assert LeaseTiming(minimum, longest).problem() is None
+    assert LeaseTiming(minimum - 0.5, longest).problem() is not None

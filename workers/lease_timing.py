@@ -21,6 +21,7 @@ expect, knowing that a lost worker is noticed only that long after it died.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 # Between SIGTERM and SIGKILL of a timed-out or cancelled job (the runner's, and a fence's at most).
@@ -69,7 +70,15 @@ class LeaseTiming:
         return None
 
     def minimum_ttl(self) -> float:
-        ttl = self.interval
-        while LeaseTiming(ttl, self.interval).fence_after < self.interval:
-            ttl += 0.5
-        return ttl
+        """The smallest TTL (to the half second above) that lets this interval renew once.
+        ``fence_after`` grows with the TTL: a bisection, bounded whatever the interval."""
+
+        def works(ttl: float) -> bool:
+            return LeaseTiming(ttl, self.interval).fence_after >= self.interval
+
+        low, high = self.interval, 2 * self.interval + 20  # high always works: margins < 0.5 * ttl + 8
+        for _ in range(100):
+            middle = (low + high) / 2
+            low, high = (low, middle) if works(middle) else (middle, high)
+        ttl = math.ceil(high * 2) / 2
+        return ttl if works(ttl) else ttl + 0.5

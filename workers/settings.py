@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workers.lease_timing import LeaseTiming
+from workers.retry import MAX_SECONDS
 
 
 @dataclass(frozen=True)
@@ -90,4 +91,6 @@ def seconds(env: Mapping[str, str], name: str, default: float) -> float:
         raise ValueError(f"{name}: must be a number of seconds, got {raw!r}") from None
     if value <= 0:
         raise ValueError(f"{name}: must be greater than 0, got {raw!r}")
+    if not value <= MAX_SECONDS:  # also nan and inf
+        raise ValueError(f"{name}: must be at most {MAX_SECONDS} seconds (a year), got {raw!r}")
     return value
