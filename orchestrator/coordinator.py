@@ -122,6 +122,7 @@ class Coordinator:
         self.history = HistoryHealth(history_patience)
         self.reporter = reporter or NullReporter()
         self.max_in_flight = max_in_flight  # submitted and not yet ended (the executor's limit)
+        self.batch = executor.dispatch_batch(max_in_flight)  # free slots that start a dispatch
         self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         plan = start.plan
         self.jobs = start.jobs_to_dispatch  # templates rendered (a new run's: at _begin)
@@ -203,7 +204,7 @@ class Coordinator:
             return None
 
     def _seconds_until_next_duty(self) -> float | None:
-        if self._can_dispatch():
+        if self._can_dispatch(self.batch):
             return 0.0  # a dispatch slice ended with jobs left: back to it after the duties
         waits = [
             self.history.seconds_until_retry() if self.history.down else self.recorder.seconds_until_due()
@@ -281,14 +282,14 @@ class Coordinator:
 
     # -- dispatch ------------------------------------------------------------------------------------
 
-    def _capacity(self) -> bool:
-        return self.max_in_flight is None or self.in_flight < self.max_in_flight
-
-    def _can_dispatch(self) -> bool:
+    def _can_dispatch(self, slots: int = 1) -> bool:
         # Nothing new starts while its history cannot be written (``HistoryHealth``).
-        return bool(self.ready) and self._capacity() and not self.cancelled_by and not self.history.down
+        free = self.max_in_flight is None or self.max_in_flight - self.in_flight >= slots
+        return bool(self.ready) and free and not self.cancelled_by and not self.history.down
 
     def _dispatch_ready(self) -> None:
+        if not self._can_dispatch(self.batch):
+            return
         # A slice at a time: publishing 20,000 ready jobs to a broker takes tens of seconds, longer
         # than the run's lock lives unless the loop gets back to renewing it (and to the events).
         until = time.monotonic() + DISPATCH_SLICE_SECONDS
@@ -299,8 +300,7 @@ class Coordinator:
             self._submit(job_id, self._task(self.jobs[job_id]))
             if time.monotonic() >= until:
                 break
-        if self.began:
-            self.executor.flush()  # one write for the whole batch just submitted
+        self.executor.flush()  # one write for the whole batch just submitted
 
     def _task(self, job: JobDef) -> JobTask:
         return job.task(

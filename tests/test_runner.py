@@ -215,3 +215,27 @@ def test_a_daemon_that_left_the_group_is_found_by_its_environment(tmp_path):
     stranger = int(pidfile.read_text())  # no reaper: not ours to look for (another job's marks)
     assert other.status is JobStatus.SUCCESS and _alive(stranger)  # what the reaper is for
     os.kill(stranger, 9)
+
+
+def test_jobs_run_side_by_side_in_threads_keep_their_exit_codes_and_their_daemons_are_found(tmp_path):
+    """Leaders forked by the pool's threads are not registered with the reaper (its scans never
+    list them); no scan may reap one (its exit code would be lost: ECHILD reads as 0)."""
+    from workers.reaper import Reaper
+
+    reaper = Reaper()
+    results: list[JobResult] = []
+
+    def worker(n: int) -> None:
+        for i in range(15):
+            pidfile = tmp_path / f"d{n}-{i}.pid"
+            daemon = f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 120' </dev/null >/dev/null 2>&1 &"
+            results.append(run_job(task(f"{daemon} sleep 0.02; exit 3"), RunnerHooks(reaper=reaper)))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [(r.final.status, r.final.exit_code) for r in results] == [(JobStatus.FAILED, 3)] * 30
+    for pidfile in tmp_path.glob("*.pid"):
+        assert poll(lambda p=pidfile: not _alive(int(p.read_text())), 5), pidfile.name

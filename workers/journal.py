@@ -1,16 +1,23 @@
 """The local pool's journal: every event of every job, on disk before the coordinator hears of it.
 
 The local executor's jobs run in a pool process (``workers.pool``) that outlives its coordinator. It
-writes each dispatch's events to a file of its own, then tells the coordinator; the coordinator
-deletes the file once the events are committed to the history. A coordinator that dies (SIGKILL,
-a long pause, a database outage it gave up on) leaves the files of what it had not recorded: the
-next ``resume`` records them, real exit codes included, and re-runs nothing that finished.
+appends each event to its attempt's journal, then tells the coordinator. A coordinator that dies
+(SIGKILL, a long pause, a database outage it gave up on) leaves the journal of what it had not
+recorded: the next ``resume`` records it (idempotently: what is already in the history is skipped),
+real exit codes included, and re-runs nothing that finished. Once everything the pool sent is in the
+history, the coordinator removes the attempt's folder.
 
 Layout, under ``<home>/journal/<scope>/``::
 
     run-<R>.epoch                    the run's fencing token, published by whoever holds the run
     run-<R>/a<A>/pool.lock           flock held by the attempt's pool while it lives
-    run-<R>/a<A>/<job>.<try>.jsonl   one line per event (``workers.wire``) of one dispatch
+    run-<R>/a<A>/events.jsonl        one line per event (``workers.wire``), all jobs, in order
+
+One append-only file rather than a file per job: creating and deleting an inode per job cost more
+than anything else the pool did for a short job. Besides the wire's events (``started``, ``try``,
+``ended``) the journal has two kinds of its own: ``taken`` (the pool is about to start a dispatch:
+written *before* it checks the fence, so a recovery that published a newer epoch and then reads
+the journal sees every dispatch that may start) and ``dropped`` (it was fenced and never started).
 
 Writes survive the death of any process (they are in the kernel's page cache once ``write``
 returns); they are not fsync'ed per job, so a power cut may lose the last seconds of them.
@@ -21,10 +28,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-SUFFIX = ".jsonl"
+from workers.wire import EVENT_KINDS
+
+EVENTS_FILE = "events.jsonl"
+TAKEN, DROPPED = "taken", "dropped"
+JOURNAL_KINDS = (*EVENT_KINDS, TAKEN, DROPPED)
 
 
 @dataclass(frozen=True)
@@ -37,8 +49,8 @@ class Journal:
     def attempt_dir(self, run_id: int, attempt_id: int) -> Path:
         return self.run_dir(run_id) / f"a{attempt_id}"
 
-    def dispatch_file(self, run_id: int, attempt_id: int, job_id: str, first_try: int) -> Path:
-        return Path(dispatch_path(str(self.attempt_dir(run_id, attempt_id)), job_id, first_try))
+    def events_file(self, run_id: int, attempt_id: int) -> Path:
+        return self.attempt_dir(run_id, attempt_id) / EVENTS_FILE
 
     def lock_file(self, run_id: int, attempt_id: int) -> Path:
         return self.attempt_dir(run_id, attempt_id) / "pool.lock"
@@ -78,17 +90,19 @@ class Journal:
             os.close(fd)
         return False
 
-    def dispatch_files(self, run_id: int, attempt_id: int) -> list[Path]:
-        folder = self.attempt_dir(run_id, attempt_id)
+    def legacy_files(self, run_id: int, attempt_id: int) -> list[Path]:
+        """``<job>.<try>.jsonl``: a file per dispatch, as pools before 2026-11-29 wrote them (a run
+        left by one is still resumed from its journal after an upgrade)."""
         try:
-            return sorted(p for p in folder.iterdir() if p.name.endswith(SUFFIX))
+            folder = self.attempt_dir(run_id, attempt_id).iterdir()
+            return sorted(p for p in folder if p.name.endswith(".jsonl") and p.name != EVENTS_FILE)
         except FileNotFoundError:
             return []
 
     def remove_attempt(self, run_id: int, attempt_id: int) -> None:
         """Once everything the attempt's pool wrote is in the history."""
         folder = self.attempt_dir(run_id, attempt_id)
-        for path in self.dispatch_files(run_id, attempt_id):
+        for path in [self.events_file(run_id, attempt_id), *self.legacy_files(run_id, attempt_id)]:
             path.unlink(missing_ok=True)
         self.lock_file(run_id, attempt_id).unlink(missing_ok=True)
         (folder / "pool.log").unlink(missing_ok=True)
@@ -98,10 +112,23 @@ class Journal:
             self.run_dir(run_id).rmdir()
 
 
-def dispatch_path(folder: str, job_id: str, first_try: int) -> str:
-    """The file of one dispatch in an attempt's folder (a plain string: built once per job on a hot
-    path). Job ids are [A-Za-z0-9_.-]{1,200}: safe as a file name once a suffix follows."""
-    return f"{folder}/{job_id}.{first_try}{SUFFIX}"
+class JournalWriter:
+    """Appends whole lines to an attempt's journal from any of the pool's threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        # Its own lock, not the pipe's: a coordinator that stops reading (paused) must not keep
+        # results from reaching the disk, where a recovery finds them.
+        self._lock = threading.Lock()
+
+    def append(self, data: bytes) -> None:
+        view = memoryview(data)
+        with self._lock:  # a short write (disk full) must not let another thread's line in between
+            while view:
+                view = view[os.write(self.fd, view) :]
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def _private_dirs(path: Path) -> None:

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
-from workers.journal import Journal, dispatch_path
+from workers.journal import DROPPED, TAKEN, Journal, JournalWriter
 from workers.logstore import LogStore, log_store
 from workers.reaper import Reaper
 from workers.runner import CancelToken, RunnerHooks, run_job
@@ -82,9 +82,8 @@ class Pool:
         log_store: LogStore | None = None,
     ) -> None:
         self.journal, self.run_id, self.attempt_id, self.epoch = journal, run_id, attempt_id, epoch
-        # Plain strings, computed once: building paths per job was a measurable share of its cost.
-        self._folder = str(journal.attempt_dir(run_id, attempt_id))
-        self._epoch_file = str(journal.epoch_file(run_id))
+        self._writer = JournalWriter(journal.events_file(run_id, attempt_id))
+        self._epoch_file = str(journal.epoch_file(run_id))  # a plain string: read per job
         self.out = out
         self._out_lock = threading.Lock()
         self.coordinator_gone = False
@@ -99,9 +98,12 @@ class Pool:
             worker_name=self.worker,
             base_env=dict(os.environb),
             log_store=log_store,
+            stdin=os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC),  # one for every job
         )
+        # The epoch file as read last, (inode, mtime) and its value: set value first (threads share it)
+        self._epoch_seen: tuple[int, int] | None = None
+        self._newest_epoch = 0
         self.threads = ThreadPool(max_workers, self._run)
-        self._files: dict[tuple[str, int], int] = {}  # dispatch -> open journal fd (its own thread)
 
     # -- messages from the coordinator ----------------------------------------------------------------
 
@@ -130,6 +132,8 @@ class Pool:
         self.accepting = False
         self.threads.join()
         self.cancel.close()
+        self._writer.close()
+        os.close(self.hooks.stdin)
 
     def _watch_epoch(self) -> None:
         while self.accepting:
@@ -139,36 +143,35 @@ class Pool:
                 self.accepting = False
 
     def _fenced(self) -> bool:
+        # Checked before every job: a stat, and a read only when the file was replaced since.
         try:
-            with open(self._epoch_file, "rb") as f:
-                return int(f.read() or 0) > self.epoch
+            st = os.stat(self._epoch_file)
+            if (st.st_ino, st.st_mtime_ns) != self._epoch_seen:
+                with open(self._epoch_file, "rb") as f:
+                    newest = int(f.read() or 0)
+                self._newest_epoch = max(self._newest_epoch, newest)
+                self._epoch_seen = (st.st_ino, st.st_mtime_ns)
+            return self._newest_epoch > self.epoch
         except (OSError, ValueError):
             return False
 
     # -- one job ------------------------------------------------------------------------------------
 
     def _run(self, task: JobTask) -> None:
-        path = dispatch_path(self._folder, task.job_id, task.first_try)
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        # The file first, the fence second: a recovery publishes the new epoch, then lists files. A
-        # job whose check came before the publish is listed (and waited for); one after is dropped.
+        # Taken first, the fence second: a recovery publishes the new epoch, then reads the journal.
+        # A job whose check came before the publish is in it (and waited for); one after is dropped.
+        self._journal(task, TAKEN, {})
         if not self.accepting or self._fenced():
-            os.unlink(path)
-            os.close(fd)
-            return  # dropped: never started, so a resume runs it
-        self._files[(task.job_id, task.first_try)] = fd
+            self._journal(task, DROPPED, {})
+            return  # never started, so a resume runs it
         try:
-            try:
-                result = run_job(task, self.hooks)
-            except Exception as exc:  # never lose the event: the coordinator would wait forever
-                now = time.time()
-                error = f"runner failed: {exc!r}"
-                record = TryRecord(task.first_try, JobStatus.ERROR, None, now, now, self.worker, error=error)
-                result = JobResult(task.run_id, task.attempt_id, task.job_id, [record], task.epoch)
-            self._emit(task, "ended", result.to_dict())
-        finally:
-            del self._files[(task.job_id, task.first_try)]
-            os.close(fd)
+            result = run_job(task, self.hooks)
+        except Exception as exc:  # never lose the event: the coordinator would wait forever
+            now = time.time()
+            error = f"runner failed: {exc!r}"
+            record = TryRecord(task.first_try, JobStatus.ERROR, None, now, now, self.worker, error=error)
+            result = JobResult(task.run_id, task.attempt_id, task.job_id, [record], task.epoch)
+        self._emit(task, "ended", result.to_dict())
 
     def _try_started(self, task: JobTask, try_number: int, pid: int, at: float) -> None:
         self._emit(task, "started", {"try": try_number, "worker": self.worker, "pid": pid, "at": at})
@@ -178,10 +181,7 @@ class Pool:
             self._emit(task, "try", record.to_dict())
 
     def _emit(self, task: JobTask, kind: str, body: dict) -> None:
-        line = encode_event(kind, task.attempt_id, task.job_id, task.first_try, task.epoch, body)
-        data = line.encode() + b"\n"
-        fd = self._files[(task.job_id, task.first_try)]
-        os.write(fd, data)  # on disk (page cache) before anyone is told: survives any process death
+        data = self._journal(task, kind, body)  # on disk (page cache) first: survives any process death
         with self._out_lock:
             if self.coordinator_gone:
                 return
@@ -190,6 +190,15 @@ class Pool:
                 self.out.flush()
             except (BrokenPipeError, OSError):
                 self.coordinator_gone = True
+
+    def _journal(self, task: JobTask, kind: str, body: dict) -> bytes:
+        line = encode_event(kind, task.attempt_id, task.job_id, task.first_try, task.epoch, body)
+        data = line.encode() + b"\n"
+        try:
+            self._writer.append(data)
+        except OSError as exc:  # a full disk: the coordinator still hears of it, only a crash loses it
+            log.error("pool: cannot journal %s of %s: %s", kind, task.job_id, exc)
+        return data
 
 
 def main(argv: list[str] | None = None) -> int:

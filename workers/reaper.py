@@ -32,13 +32,21 @@ class Reaper:
     @contextlib.contextmanager
     def spawning(self):
         """Start a job leader inside this block and ``add`` it: a scan never sees it unregistered
-        (reaping a leader's zombie would steal its exit code from ``subprocess``)."""
+        (reaping a leader's zombie would steal its exit code from ``subprocess``).
+
+        Only the main thread's children are scanned (``_children``): a leader another thread
+        forks is that thread's child and never listed, so it needs neither the lock nor a place
+        in the set — and jobs started by the pool's threads then fork side by side."""
+        if threading.current_thread() is not threading.main_thread():
+            yield _unlisted
+            return
         with self._lock:
             yield self._leaders.add
 
     def leader_waited(self, pid: int) -> None:
-        with self._lock:
-            self._leaders.discard(pid)
+        if pid in self._leaders:  # only the thread that added it discards it
+            with self._lock:
+                self._leaders.discard(pid)
 
     def leftovers(self, marks: set[bytes]) -> list[int]:
         """Our children (re-parented orphans) that carry this try's marks; zombies are reaped."""
@@ -72,6 +80,10 @@ class Reaper:
             for pid in pids:
                 _reap(pid, block=True)
         return total
+
+
+def _unlisted(pid: int) -> None:
+    """A leader forked outside the main thread: never among the scanned children."""
 
 
 def marks(run_id: int, attempt_id: int, job_id: str, try_number: int) -> set[bytes]:

@@ -101,6 +101,8 @@ class RunnerHooks:
     log_store: LogStore | None = None
     # task, try, stream (0 out, 1 err), chunk: output as it comes (Celery: to a follower via Redis).
     on_output: Callable[[JobTask, int, int, bytes], None] | None = None
+    # An open read-only /dev/null for the jobs' stdin (default: opened and closed for each job).
+    stdin: int | None = None
 
 
 def run_job(task: JobTask, hooks: RunnerHooks | None = None) -> JobResult:
@@ -190,7 +192,7 @@ def run_try(task: JobTask, try_number: int, hooks: RunnerHooks, worker: str) -> 
                 argv,
                 cwd=task.working_dir,
                 env=env,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL if hooks.stdin is None else hooks.stdin,
                 stdout=out_w,
                 stderr=err_w,
                 start_new_session=True,  # its own process group: timeouts and cancels kill the tree

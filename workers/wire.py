@@ -38,7 +38,8 @@ def encode_event(kind: str, attempt_id: int, job_id: str, first_try: int, epoch:
     return json.dumps([WIRE_VERSION, kind, attempt_id, job_id, first_try, epoch, body])
 
 
-def decode_event(raw: bytes | str) -> WireEvent:
+def decode_event(raw: bytes | str, kinds: tuple[str, ...] = EVENT_KINDS) -> WireEvent:
+    """One event; ``kinds`` the kinds this reader knows (the local journal adds its own two)."""
     try:
         data = json.loads(raw)
     except (ValueError, TypeError) as exc:
@@ -50,7 +51,7 @@ def decode_event(raw: bytes | str) -> WireEvent:
     if len(data) < 7:
         raise WireError(f"an event needs 7 fields, got {len(data)}")
     _version, kind, attempt, job, first_try, epoch, body = data[:7]  # later fields: newer writers
-    if kind not in EVENT_KINDS:
+    if kind not in kinds:
         raise WireError(f"unknown event kind {str(kind)[:40]!r}")
     if not isinstance(job, str) or not isinstance(body, dict):
         raise WireError("bad job id or body")

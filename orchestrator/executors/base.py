@@ -88,6 +88,10 @@ class Executor(ABC):
         """How many jobs the coordinator may keep submitted when ``parallel`` may run at once."""
         return parallel
 
+    def dispatch_batch(self, limit: int | None) -> int:
+        """How many free slots of ``limit`` make a dispatch worth a round trip (1: any free slot)."""
+        return 1
+
     @abstractmethod
     def open(self, run_id: int, attempt_id: int, epoch: int, sink: Sink) -> None:
         """Get ready to run jobs of this attempt; events go to ``sink`` from any thread."""

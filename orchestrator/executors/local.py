@@ -2,8 +2,9 @@
 
 The pool runs ``workers.runner.run_job`` in threads, journals every event on disk and sends it here
 over a pipe; a thread of this executor turns the lines into events for the coordinator's queue.
-Once an event is in the history, ``acknowledge`` deletes its journal file. If this process dies, the
-pool finishes the jobs it had started and their results wait in the journal for ``resume``.
+Once every job sent to the pool has its end in the history, closing removes the attempt's journal.
+If this process dies, the pool finishes the jobs it had started and their results wait in the
+journal for ``resume``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -19,7 +19,7 @@ from typing import Any
 
 from orchestrator.errors import ServiceUnavailableError
 from orchestrator.executors.base import Executor, ExecutorFailed, Sink, to_event
-from workers.journal import Journal, dispatch_path
+from workers.journal import Journal
 from workers.pool import READY
 from workers.spec import JobTask
 from workers.wire import WIRE_VERSION, WireError, decode_event
@@ -46,15 +46,23 @@ class LocalExecutor(Executor):
         self._closing = False
         self._failure: str | None = None
         self.run_id = self.attempt_id = None
+        # Dispatches sent whose end is not yet in the history: the coordinator's thread alone
+        # touches it (submit, acknowledge, close), so the journal goes only when it is empty.
+        self._unrecorded: set[tuple[str, int]] = set()
 
     def dispatch_limit(self, parallel: int | None) -> int | None:
         # A backlog in the pool's queue: a thread that finishes a job starts the next at once instead
         # of idling for the round trip through this process. Still at most ``parallel`` running.
         return None if parallel is None else parallel + max(parallel, BACKLOG)
 
+    def dispatch_batch(self, limit: int | None) -> int:
+        # Refill the backlog by halves: one pipe write (and one wake-up of the pool) per half a
+        # backlog of jobs instead of one per job, and the pool never runs dry meanwhile.
+        return 1 if limit is None else max(1, (limit - self.max_workers) // 2)
+
     def open(self, run_id: int, attempt_id: int, epoch: int, sink: Sink) -> None:
         self.run_id, self.attempt_id = run_id, attempt_id
-        self._folder = str(self.journal.prepare(run_id, attempt_id))
+        self.journal.prepare(run_id, attempt_id)
         self.journal.publish_epoch(run_id, epoch)
         args = [str(self.journal.root), str(run_id), str(attempt_id), str(epoch), str(self.max_workers)]
         args += [self.log_store or "", self.home]
@@ -79,8 +87,7 @@ class LocalExecutor(Executor):
         for raw in proc.stdout:
             try:
                 e = decode_event(raw)
-                # A job's end acknowledges its journal file: derived here, never a path from the pipe.
-                ack = dispatch_path(self._folder, e.job_id, e.first_try) if e.kind == "ended" else None
+                ack = (e.job_id, e.first_try) if e.kind == "ended" else None  # that dispatch is done
                 event = to_event(e.kind, e.job_id, e.first_try, e.body, ack)
             except (WireError, KeyError, TypeError, ValueError) as exc:
                 log.error("run %s: unreadable event from the local pool: %s", self.run_id, exc)
@@ -108,6 +115,7 @@ class LocalExecutor(Executor):
     def submit(self, task: JobTask) -> None:
         payload = task.to_dict()
         payload["scope"] = self.scope  # names the try's files in the log store, as on Celery
+        self._unrecorded.add((task.job_id, task.first_try))
         self._send({"op": "run", "task": payload}, flush=False)  # sent by flush()
 
     def flush(self) -> None:
@@ -117,9 +125,7 @@ class LocalExecutor(Executor):
         self._send({"op": "cancel"})
 
     def acknowledge(self, acks: list[Any]) -> None:
-        for path in acks:  # in the history now: the journal need not keep it
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+        self._unrecorded.difference_update(acks)  # in the history now: the journal need not keep them
 
     def failure(self) -> str | None:
         return self._failure
@@ -139,7 +145,7 @@ class LocalExecutor(Executor):
                 log.warning("run %s: the local job pool is still busy; leaving it to finish", self.run_id)
             if self._reader is not None:
                 self._reader.join(CLOSE_SECONDS)
-            if not self.journal.dispatch_files(self.run_id, self.attempt_id):
+            if not self._unrecorded:
                 self.journal.remove_attempt(self.run_id, self.attempt_id)  # all recorded
         self._proc = None
 

@@ -14,7 +14,7 @@ import time
 from orchestrator.db.recorder import AttemptRecorder
 from orchestrator.executors.base import JobEnded, to_event
 from orchestrator.replay import Replay, record
-from workers.journal import SUFFIX, Journal, read_lines
+from workers.journal import DROPPED, JOURNAL_KINDS, TAKEN, Journal, read_lines
 from workers.statuses import JobStatus
 from workers.wire import WireError, decode_event
 
@@ -41,7 +41,7 @@ def recover(
     run_id, attempt_id = recorder.run_id, recorder.attempt_id
     journal.publish_epoch(run_id, recorder.handle.epoch)  # its pool starts nothing more
     replay = Replay(statuses)
-    applied: dict[str, int] = {}  # job.try -> events of its file already recorded
+    applied: dict[str, int] = {}  # job.try -> its events already recorded
     notified = False
     while True:
         alive = journal.pool_alive(run_id, attempt_id)  # before reading: its last lines are then in
@@ -72,18 +72,30 @@ def forget(journal: Journal, run_id: int, attempt_id: int) -> None:
 
 
 def _read(journal: Journal, run_id: int, attempt_id: int) -> list[tuple[str, list]]:
-    """Each dispatch file of the attempt (``job.try``) with its events, read once."""
-    out = []
-    for path in journal.dispatch_files(run_id, attempt_id):
-        events = []
-        for line in read_lines(path):
-            try:
-                e = decode_event(line)
-                events.append(to_event(e.kind, e.job_id, e.first_try, e.body))
-            except (WireError, KeyError, TypeError, ValueError) as exc:
-                log.error("%s: skipping an unreadable journal line: %s", path, exc)
-        out.append((path.name.removesuffix(SUFFIX), events))
-    return out
+    """Each dispatch in the attempt's journal (``job.try``, in the order the pool took them) with its
+    events, read once. A dispatch the pool dropped (fenced before it started) is left out."""
+    dispatches: dict[str, list] = {}
+    for legacy in journal.legacy_files(run_id, attempt_id):  # written by a pool before an upgrade
+        dispatches[legacy.name.removesuffix(".jsonl")] = []
+        _apply(dispatches, legacy, read_lines(legacy))
+    path = journal.events_file(run_id, attempt_id)
+    _apply(dispatches, path, read_lines(path))
+    return list(dispatches.items())
+
+
+def _apply(dispatches: dict[str, list], path, lines: list[bytes]) -> None:
+    for line in lines:
+        try:
+            e = decode_event(line, JOURNAL_KINDS)
+            key = f"{e.job_id}.{e.first_try}"
+            if e.kind == TAKEN:
+                dispatches.setdefault(key, [])
+            elif e.kind == DROPPED:
+                dispatches.pop(key, None)
+            else:
+                dispatches.setdefault(key, []).append(to_event(e.kind, e.job_id, e.first_try, e.body))
+        except (WireError, KeyError, TypeError, ValueError) as exc:
+            log.error("%s: skipping an unreadable journal line: %s", path, exc)
 
 
 def _running(dispatches: list[tuple[str, list]]) -> list[str]:
