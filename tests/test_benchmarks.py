@@ -43,5 +43,7 @@ def test_every_case_runs_and_reports_a_ratio_line(tmp_path):
         assert case["ours"] and all(v > 0 for v in case["ours"])
         assert f"{case['name']:<14}" in proc.stdout
     assert all(
-        "ratio" in line for line in proc.stdout.splitlines() if line.startswith(("local", "celery", "web", "cli"))
+        "ratio" in line
+        for line in proc.stdout.splitlines()
+        if line.startswith(("local", "celery", "web", "cli"))
     )

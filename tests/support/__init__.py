@@ -161,7 +161,16 @@ class Worker:
         full_env = {**os.environ, "EXECUTIONER_BROKER_URL": broker_url, **(env or {})}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [*prefix, EXECUTIONER, "worker", "-n", f"{name}@%h", "--without-mingle", "--without-gossip", *args],
+                [
+                    *prefix,
+                    EXECUTIONER,
+                    "worker",
+                    "-n",
+                    f"{name}@%h",
+                    "--without-mingle",
+                    "--without-gossip",
+                    *args,
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=full_env,
