@@ -61,7 +61,7 @@ def test_every_job_the_pool_ran_is_in_one_file_and_a_clean_journal_has_nothing_r
 
     pool.serve(lines())
     folder = journal.attempt_dir(1, 1)
-    assert sorted(p.name for p in folder.iterdir() if p.suffix == ".jsonl") == ["events.jsonl"]
+    assert sorted(p.name for p in folder.iterdir() if p.suffix == ".jsonl") == ["events.0.jsonl"]
     dispatches = _read(journal, 1, 1)
     assert sorted(key for key, _ in dispatches) == [f"j{i}.1" for i in range(5)]
     assert all(isinstance(events[-1], JobEnded) for _, events in dispatches)
@@ -75,7 +75,7 @@ def test_a_pool_fenced_by_a_newer_epoch_drops_what_it_takes_and_nothing_reads_as
     journal.publish_epoch(1, 2)  # a resume took the run over
     pool = Pool(journal, 1, 1, 1, 1, _Out())
     pool.serve(iter([b'{"v": 1, "op": "run", "task": %s}\n' % _json(_task("late"))]))
-    text = journal.events_file(1, 1).read_text()
+    text = journal.segment_file(1, 1, 0).read_text()
     assert '"taken"' in text and '"dropped"' in text and '"started"' not in text
     assert _read(journal, 1, 1) == [] and peek(journal, 1, 1) == []
 
@@ -84,7 +84,7 @@ def test_taken_without_an_end_is_running_and_a_torn_last_line_is_left_out(tmp_pa
     journal = Journal(tmp_path)
     journal.prepare(1, 1)
     lines = [_line("taken", "a"), _line("taken", "b"), _started("a"), _ended("b"), _started("c")]
-    journal.events_file(1, 1).write_bytes(b"".join(lines) + _ended("a")[:-9])  # a crash mid-write
+    journal.segment_file(1, 1, 0).write_bytes(b"".join(lines) + _ended("a")[:-9])  # a crash mid-write
     dispatches = dict(_read(journal, 1, 1))
     assert [type(e) for e in dispatches["a.1"]] == [TryStarted]
     assert [type(e) for e in dispatches["b.1"]] == [JobEnded]
@@ -94,7 +94,7 @@ def test_taken_without_an_end_is_running_and_a_torn_last_line_is_left_out(tmp_pa
 def test_a_garbage_line_is_skipped_and_the_rest_is_read(tmp_path):
     journal = Journal(tmp_path)
     journal.prepare(1, 1)
-    journal.events_file(1, 1).write_bytes(b"\x00not json\n" + b'["x"]\n' + _line("taken", "a") + _ended("a"))
+    journal.segment_file(1, 1, 0).write_bytes(b"\x00not json\n" + b'["x"]\n' + _line("taken", "a") + _ended("a"))
     assert [key for key, _ in _read(journal, 1, 1)] == ["a.1"]
 
 
@@ -104,13 +104,71 @@ def test_a_journal_left_by_a_pool_before_the_upgrade_is_still_read_and_removed(t
     folder = journal.prepare(1, 1)
     (folder / "old.1.jsonl").write_bytes(_started("old") + _ended("old"))
     (folder / "busy.2.jsonl").write_bytes(b"")  # created, not yet started: it may still start
-    journal.events_file(1, 1).write_bytes(_line("taken", "new") + _ended("new"))
+    journal.segment_file(1, 1, 0).write_bytes(_line("taken", "new") + _ended("new"))
     dispatches = dict(_read(journal, 1, 1))
-    assert set(dispatches) == {"old.1", "busy.2", "new.1"}
+    assert list(dispatches) == ["busy.2", "old.1", "new.1"]
     assert isinstance(dispatches["old.1"][-1], JobEnded)
     assert _running(list(dispatches.items())) == ["busy"]
     journal.remove_attempt(1, 1)
     assert not folder.exists()
+
+
+def test_dispatches_go_to_the_segment_the_coordinator_names_and_each_segment_goes_once_recorded(
+    tmp_path, monkeypatch
+):
+    from orchestrator.executors import local
+
+    monkeypatch.setattr(local, "SEGMENT_DISPATCHES", 3)
+    journal = Journal(tmp_path)
+    folder = journal.prepare(1, 1)
+    executor = local.LocalExecutor(2, journal)
+    executor.run_id, executor.attempt_id = 1, 1  # no pool: the bookkeeping alone
+    tasks = [_task(f"j{i}") for i in range(7)]  # segments 0 0 0 1 1 1 2
+    for t in tasks[:5]:
+        executor.submit(t)
+    for segment in range(3):
+        journal.segment_file(1, 1, segment).write_bytes(b"")  # what the pool would have written
+    executor.acknowledge([("j0", 1), ("j1", 1), ("j4", 1)])
+    assert sorted(p.name for p in folder.glob("*.jsonl")) == [f"events.{n}.jsonl" for n in range(3)]
+    executor.acknowledge([("j2", 1)])  # segment 0 complete and recorded: gone
+    assert sorted(p.name for p in folder.glob("*.jsonl")) == ["events.1.jsonl", "events.2.jsonl"]
+    executor.acknowledge([("j3", 1)])  # all of segment 1 so far recorded, but it may get more: kept
+    assert (folder / "events.1.jsonl").exists()
+    executor.submit(tasks[5])
+    executor.submit(tasks[6])  # segment 2 begins; j5 (segment 1) is not recorded yet
+    executor.acknowledge([("j6", 1), ("unknown", 9)])  # an unknown key is ignored
+    assert sorted(p.name for p in folder.glob("*.jsonl")) == ["events.1.jsonl", "events.2.jsonl"]
+    executor.acknowledge([("j5", 1)])
+    assert sorted(p.name for p in folder.glob("*.jsonl")) == ["events.2.jsonl"]  # the current one stays
+    for t in (_task("j7"), _task("j8")):
+        executor.submit(t)
+    executor.acknowledge([("j7", 1)])
+    assert (folder / "events.2.jsonl").exists()
+    executor.acknowledge([("j8", 1)])  # its last dispatch was sent and all are recorded
+    assert list(folder.glob("*.jsonl")) == []
+
+
+def test_the_pool_writes_each_dispatch_to_its_segment_and_closes_what_it_no_longer_needs(tmp_path):
+    journal = Journal(tmp_path)
+    journal.prepare(1, 1)
+    out = _Out()
+    pool = Pool(journal, 1, 1, 1, 2, out)
+    source = [
+        b'{"v": 1, "op": "run", "task": %s, "segment": %d}\n' % (_json(_task(f"j{i}")), i // 2)
+        for i in range(5)
+    ]
+
+    def lines():
+        yield from source
+        for _ in range(5):
+            assert out.ended.acquire(timeout=30)
+        assert pool._writer._open == {}  # every dispatch ended: no segment held open
+        yield b'{"op": "close"}\n'
+
+    pool.serve(lines())
+    for segment, jobs in ((0, {"j0", "j1"}), (1, {"j2", "j3"}), (2, {"j4"})):
+        text = journal.segment_file(1, 1, segment).read_text()
+        assert {line.split(", ")[3].strip('"') for line in text.splitlines()} == jobs
 
 
 def _json(task: JobTask) -> bytes:

@@ -4,20 +4,23 @@ The local executor's jobs run in a pool process (``workers.pool``) that outlives
 appends each event to its attempt's journal, then tells the coordinator. A coordinator that dies
 (SIGKILL, a long pause, a database outage it gave up on) leaves the journal of what it had not
 recorded: the next ``resume`` records it (idempotently: what is already in the history is skipped),
-real exit codes included, and re-runs nothing that finished. Once everything the pool sent is in the
-history, the coordinator removes the attempt's folder.
+real exit codes included, and re-runs nothing that finished.
 
 Layout, under ``<home>/journal/<scope>/``::
 
     run-<R>.epoch                    the run's fencing token, published by whoever holds the run
     run-<R>/a<A>/pool.lock           flock held by the attempt's pool while it lives
-    run-<R>/a<A>/events.jsonl        one line per event (``workers.wire``), all jobs, in order
+    run-<R>/a<A>/events.<S>.jsonl    segment S: one line per event (``workers.wire``) of the
+                                     dispatches the coordinator numbered S (a thousand each)
 
-One append-only file rather than a file per job: creating and deleting an inode per job cost more
-than anything else the pool did for a short job. Besides the wire's events (``started``, ``try``,
+Segments rather than a file per dispatch: creating and deleting an inode per job cost more than
+anything else the pool did for a short job. Segments rather than one file: a job's result carries
+the tail of its output (up to 64 KiB a stream), so the coordinator deletes each segment as soon as
+all its dispatches are in the history, and the journal stays as small as what is not yet recorded.
+All the events of one dispatch are in its segment. Besides the wire's events (``started``, ``try``,
 ``ended``) the journal has two kinds of its own: ``taken`` (the pool is about to start a dispatch:
 written *before* it checks the fence, so a recovery that published a newer epoch and then reads
-the journal sees every dispatch that may start) and ``dropped`` (it was fenced and never started).
+the journal sees every dispatch that may start) and ``dropped`` (fenced: it never started).
 
 Writes survive the death of any process (they are in the kernel's page cache once ``write``
 returns); they are not fsync'ed per job, so a power cut may lose the last seconds of them.
@@ -28,13 +31,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from workers.wire import EVENT_KINDS
 
-EVENTS_FILE = "events.jsonl"
+SEGMENT_DISPATCHES = 1000  # dispatches per journal segment
+_SEGMENT = re.compile(r"events\.(\d{1,18})\.jsonl")
 TAKEN, DROPPED = "taken", "dropped"
 JOURNAL_KINDS = (*EVENT_KINDS, TAKEN, DROPPED)
 
@@ -49,8 +54,8 @@ class Journal:
     def attempt_dir(self, run_id: int, attempt_id: int) -> Path:
         return self.run_dir(run_id) / f"a{attempt_id}"
 
-    def events_file(self, run_id: int, attempt_id: int) -> Path:
-        return self.attempt_dir(run_id, attempt_id) / EVENTS_FILE
+    def segment_file(self, run_id: int, attempt_id: int, segment: int) -> Path:
+        return self.attempt_dir(run_id, attempt_id) / f"events.{segment}.jsonl"
 
     def lock_file(self, run_id: int, attempt_id: int) -> Path:
         return self.attempt_dir(run_id, attempt_id) / "pool.lock"
@@ -90,19 +95,23 @@ class Journal:
             os.close(fd)
         return False
 
-    def legacy_files(self, run_id: int, attempt_id: int) -> list[Path]:
-        """``<job>.<try>.jsonl``: a file per dispatch, as pools before 2026-11-29 wrote them (a run
-        left by one is still resumed from its journal after an upgrade)."""
+    def files(self, run_id: int, attempt_id: int) -> list[Path]:
+        """Every journal file of the attempt, in reading order: files a pool before 2026-11-29 wrote
+        (``<job>.<try>.jsonl``, one per dispatch: a run one left is still resumed after an upgrade),
+        then the segments by number."""
         try:
-            folder = self.attempt_dir(run_id, attempt_id).iterdir()
-            return sorted(p for p in folder if p.name.endswith(".jsonl") and p.name != EVENTS_FILE)
+            names = [p.name for p in self.attempt_dir(run_id, attempt_id).iterdir()]
         except FileNotFoundError:
             return []
+        segments = sorted(int(m.group(1)) for n in names if (m := _SEGMENT.fullmatch(n)))
+        legacy = sorted(n for n in names if n.endswith(".jsonl") and not _SEGMENT.fullmatch(n))
+        folder = self.attempt_dir(run_id, attempt_id)
+        return [folder / n for n in legacy] + [self.segment_file(run_id, attempt_id, s) for s in segments]
 
     def remove_attempt(self, run_id: int, attempt_id: int) -> None:
         """Once everything the attempt's pool wrote is in the history."""
         folder = self.attempt_dir(run_id, attempt_id)
-        for path in [self.events_file(run_id, attempt_id), *self.legacy_files(run_id, attempt_id)]:
+        for path in self.files(run_id, attempt_id):
             path.unlink(missing_ok=True)
         self.lock_file(run_id, attempt_id).unlink(missing_ok=True)
         (folder / "pool.log").unlink(missing_ok=True)
@@ -113,22 +122,43 @@ class Journal:
 
 
 class JournalWriter:
-    """Appends whole lines to an attempt's journal from any of the pool's threads."""
+    """Appends whole lines to an attempt's journal segments from any of the pool's threads.
 
-    def __init__(self, path: Path) -> None:
-        self.fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    A segment's file is open while a dispatch of it is in the pool (between ``taken`` and its
+    ``ended`` or ``dropped``), so the coordinator's deletion of a recorded segment frees its space.
+    """
+
+    def __init__(self, journal: Journal, run_id: int, attempt_id: int) -> None:
+        self._path = lambda segment: journal.segment_file(run_id, attempt_id, segment)
+        self._open: dict[int, list[int]] = {}  # segment -> [fd, its dispatches in the pool]
         # Its own lock, not the pipe's: a coordinator that stops reading (paused) must not keep
         # results from reaching the disk, where a recovery finds them.
         self._lock = threading.Lock()
 
-    def append(self, data: bytes) -> None:
-        view = memoryview(data)
-        with self._lock:  # a short write (disk full) must not let another thread's line in between
-            while view:
-                view = view[os.write(self.fd, view) :]
+    def append(self, segment: int, data: bytes, *, taken: bool = False, done: bool = False) -> None:
+        """``taken``: a dispatch of ``segment`` begins with this line; ``done``: one ends with it."""
+        with self._lock:  # one line at a time: a short write (disk full) must not interleave
+            entry = self._open.get(segment)
+            if entry is None:
+                fd = os.open(
+                    self._path(segment), os.O_CREAT | os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC, 0o600
+                )
+                entry = self._open[segment] = [fd, 0]
+            entry[1] += taken - done
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(entry[0], view) :]
+            finally:
+                if entry[1] <= 0:
+                    os.close(entry[0])
+                    del self._open[segment]
 
     def close(self) -> None:
-        os.close(self.fd)
+        with self._lock:
+            for fd, _ in self._open.values():
+                os.close(fd)
+            self._open.clear()
 
 
 def _private_dirs(path: Path) -> None:

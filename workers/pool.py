@@ -8,7 +8,8 @@ up on), jobs already running finish, their results stay on disk, and the next ``
 their real exit codes instead of re-running them. Jobs it was sent but had not started are dropped
 (the resume runs them).
 
-Coordinator -> pool: ``{"v": 1, "op": "run", "task": {...}}``, ``{"op": "cancel"}``, ``{"op": "close"}``.
+Coordinator -> pool: ``{"v": 1, "op": "run", "task": {...}, "segment": S}`` (S: its journal segment),
+``{"op": "cancel"}``, ``{"op": "close"}``.
 Pool -> coordinator: ``ready``, then one event per line, ``[v, kind, attempt, job, first try, epoch,
 body]``, the same events Celery workers put on a run's stream.
 
@@ -49,10 +50,10 @@ class ThreadPool:
 
     def __init__(self, max_workers: int, run) -> None:
         self.max_workers, self.run = max_workers, run
-        self.queue: queue.SimpleQueue[JobTask | None] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.threads: list[threading.Thread] = []
 
-    def submit(self, task: JobTask) -> None:
+    def submit(self, task) -> None:
         if len(self.threads) < self.max_workers:
             thread = threading.Thread(target=self._work, name=f"job-{len(self.threads)}", daemon=True)
             thread.start()
@@ -82,7 +83,7 @@ class Pool:
         log_store: LogStore | None = None,
     ) -> None:
         self.journal, self.run_id, self.attempt_id, self.epoch = journal, run_id, attempt_id, epoch
-        self._writer = JournalWriter(journal.events_file(run_id, attempt_id))
+        self._writer = JournalWriter(journal, run_id, attempt_id)
         self._epoch_file = str(journal.epoch_file(run_id))  # a plain string: read per job
         self.out = out
         self._out_lock = threading.Lock()
@@ -104,6 +105,7 @@ class Pool:
         self._epoch_seen: tuple[int, int] | None = None
         self._newest_epoch = 0
         self.threads = ThreadPool(max_workers, self._run)
+        self._segments: dict[tuple[str, int], int] = {}  # dispatch in the pool -> its journal segment
 
     # -- messages from the coordinator ----------------------------------------------------------------
 
@@ -119,7 +121,10 @@ class Pool:
                 continue
             if op == "run" and self.accepting:
                 try:
-                    self.threads.submit(JobTask.from_dict(message["task"]))
+                    segment = message.get("segment", 0)
+                    if not isinstance(segment, int) or not 0 <= segment < 2**62:
+                        raise WireError(f"bad segment {str(segment)[:40]!r}")
+                    self.threads.submit((JobTask.from_dict(message["task"]), segment))
                 except (WireError, KeyError) as exc:
                     log.error("pool: refusing a task: %s", exc)
             elif op == "cancel":
@@ -157,12 +162,15 @@ class Pool:
 
     # -- one job ------------------------------------------------------------------------------------
 
-    def _run(self, task: JobTask) -> None:
+    def _run(self, item: tuple[JobTask, int]) -> None:
+        task, segment = item
+        self._segments[(task.job_id, task.first_try)] = segment
         # Taken first, the fence second: a recovery publishes the new epoch, then reads the journal.
         # A job whose check came before the publish is in it (and waited for); one after is dropped.
-        self._journal(task, TAKEN, {})
+        self._journal(task, TAKEN, {}, taken=True)
         if not self.accepting or self._fenced():
-            self._journal(task, DROPPED, {})
+            self._journal(task, DROPPED, {}, done=True)
+            del self._segments[(task.job_id, task.first_try)]
             return  # never started, so a resume runs it
         try:
             result = run_job(task, self.hooks)
@@ -171,7 +179,8 @@ class Pool:
             error = f"runner failed: {exc!r}"
             record = TryRecord(task.first_try, JobStatus.ERROR, None, now, now, self.worker, error=error)
             result = JobResult(task.run_id, task.attempt_id, task.job_id, [record], task.epoch)
-        self._emit(task, "ended", result.to_dict())
+        self._emit(task, "ended", result.to_dict(), done=True)
+        del self._segments[(task.job_id, task.first_try)]
 
     def _try_started(self, task: JobTask, try_number: int, pid: int, at: float) -> None:
         self._emit(task, "started", {"try": try_number, "worker": self.worker, "pid": pid, "at": at})
@@ -180,8 +189,8 @@ class Pool:
         if not final:  # the last try comes with "ended": one event less per job
             self._emit(task, "try", record.to_dict())
 
-    def _emit(self, task: JobTask, kind: str, body: dict) -> None:
-        data = self._journal(task, kind, body)  # on disk (page cache) first: survives any process death
+    def _emit(self, task: JobTask, kind: str, body: dict, done: bool = False) -> None:
+        data = self._journal(task, kind, body, done=done)  # on disk first: survives any process death
         with self._out_lock:
             if self.coordinator_gone:
                 return
@@ -191,11 +200,13 @@ class Pool:
             except (BrokenPipeError, OSError):
                 self.coordinator_gone = True
 
-    def _journal(self, task: JobTask, kind: str, body: dict) -> bytes:
+    def _journal(
+        self, task: JobTask, kind: str, body: dict, taken: bool = False, done: bool = False
+    ) -> bytes:
         line = encode_event(kind, task.attempt_id, task.job_id, task.first_try, task.epoch, body)
         data = line.encode() + b"\n"
         try:
-            self._writer.append(data)
+            self._writer.append(self._segments[(task.job_id, task.first_try)], data, taken=taken, done=done)
         except OSError as exc:  # a full disk: the coordinator still hears of it, only a crash loses it
             log.error("pool: cannot journal %s of %s: %s", kind, task.job_id, exc)
         return data

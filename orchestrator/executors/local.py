@@ -2,8 +2,8 @@
 
 The pool runs ``workers.runner.run_job`` in threads, journals every event on disk and sends it here
 over a pipe; a thread of this executor turns the lines into events for the coordinator's queue.
-Once every job sent to the pool has its end in the history, closing removes the attempt's journal.
-If this process dies, the pool finishes the jobs it had started and their results wait in the
+Each journal segment is deleted once every dispatch in it has its end in the history. If this
+process dies, the pool finishes the jobs it had started and their results wait in the
 journal for ``resume``.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 from orchestrator.errors import ServiceUnavailableError
 from orchestrator.executors.base import Executor, ExecutorFailed, Sink, to_event
-from workers.journal import Journal
+from workers.journal import SEGMENT_DISPATCHES, Journal
 from workers.pool import READY
 from workers.spec import JobTask
 from workers.wire import WIRE_VERSION, WireError, decode_event
@@ -46,9 +46,11 @@ class LocalExecutor(Executor):
         self._closing = False
         self._failure: str | None = None
         self.run_id = self.attempt_id = None
-        # Dispatches sent whose end is not yet in the history: the coordinator's thread alone
-        # touches it (submit, acknowledge, close), so the journal goes only when it is empty.
-        self._unrecorded: set[tuple[str, int]] = set()
+        # Journal segment -> its dispatches whose end is not yet in the history, and dispatch ->
+        # segment. The coordinator's thread alone touches them (submit, acknowledge, close).
+        self._unrecorded: dict[int, set[tuple[str, int]]] = {}
+        self._segment_of: dict[tuple[str, int], int] = {}
+        self._submitted = 0
 
     def dispatch_limit(self, parallel: int | None) -> int | None:
         # A backlog in the pool's queue: a thread that finishes a job starts the next at once instead
@@ -115,8 +117,11 @@ class LocalExecutor(Executor):
     def submit(self, task: JobTask) -> None:
         payload = task.to_dict()
         payload["scope"] = self.scope  # names the try's files in the log store, as on Celery
-        self._unrecorded.add((task.job_id, task.first_try))
-        self._send({"op": "run", "task": payload}, flush=False)  # sent by flush()
+        segment, key = self._submitted // SEGMENT_DISPATCHES, (task.job_id, task.first_try)
+        self._submitted += 1
+        self._unrecorded.setdefault(segment, set()).add(key)
+        self._segment_of[key] = segment
+        self._send({"op": "run", "task": payload, "segment": segment}, flush=False)  # sent by flush()
 
     def flush(self) -> None:
         self._send(None)
@@ -125,7 +130,19 @@ class LocalExecutor(Executor):
         self._send({"op": "cancel"})
 
     def acknowledge(self, acks: list[Any]) -> None:
-        self._unrecorded.difference_update(acks)  # in the history now: the journal need not keep them
+        for key in acks:  # in the history now: the journal need not keep them
+            segment = self._segment_of.pop(key, None)
+            if segment is not None:
+                self._unrecorded[segment].discard(key)
+                self._delete_if_recorded(segment)
+
+    def _delete_if_recorded(self, segment: int) -> None:
+        # Only a segment no more submits go to (its last one counts it past): the current one would
+        # be created again at once.
+        if segment < self._submitted // SEGMENT_DISPATCHES and not self._unrecorded.get(segment, True):
+            del self._unrecorded[segment]
+            with contextlib.suppress(FileNotFoundError):
+                self.journal.segment_file(self.run_id, self.attempt_id, segment).unlink()
 
     def failure(self) -> str | None:
         return self._failure
@@ -145,7 +162,7 @@ class LocalExecutor(Executor):
                 log.warning("run %s: the local job pool is still busy; leaving it to finish", self.run_id)
             if self._reader is not None:
                 self._reader.join(CLOSE_SECONDS)
-            if not self._unrecorded:
+            if not self._segment_of:
                 self.journal.remove_attempt(self.run_id, self.attempt_id)  # all recorded
         self._proc = None
 

@@ -75,11 +75,10 @@ def _read(journal: Journal, run_id: int, attempt_id: int) -> list[tuple[str, lis
     """Each dispatch in the attempt's journal (``job.try``, in the order the pool took them) with its
     events, read once. A dispatch the pool dropped (fenced before it started) is left out."""
     dispatches: dict[str, list] = {}
-    for legacy in journal.legacy_files(run_id, attempt_id):  # written by a pool before an upgrade
-        dispatches[legacy.name.removesuffix(".jsonl")] = []
-        _apply(dispatches, legacy, read_lines(legacy))
-    path = journal.events_file(run_id, attempt_id)
-    _apply(dispatches, path, read_lines(path))
+    for path in journal.files(run_id, attempt_id):
+        if not path.name.startswith("events."):  # a file per dispatch, by a pool before an upgrade
+            dispatches[path.name.removesuffix(".jsonl")] = []
+        _apply(dispatches, path, read_lines(path))
     return list(dispatches.items())
 
 
