@@ -94,7 +94,9 @@ def test_taken_without_an_end_is_running_and_a_torn_last_line_is_left_out(tmp_pa
 def test_a_garbage_line_is_skipped_and_the_rest_is_read(tmp_path):
     journal = Journal(tmp_path)
     journal.prepare(1, 1)
-    journal.segment_file(1, 1, 0).write_bytes(b"\x00not json\n" + b'["x"]\n' + _line("taken", "a") + _ended("a"))
+    journal.segment_file(1, 1, 0).write_bytes(
+        b"\x00not json\n" + b'["x"]\n' + _line("taken", "a") + _ended("a")
+    )
     assert [key for key, _ in _read(journal, 1, 1)] == ["a.1"]
 
 
