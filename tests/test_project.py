@@ -81,3 +81,20 @@ def test_commands_import_only_what_they_use():
         assert "orchestrator.planner" in status
         for heavy in ("networkx", "orchestrator.coordinator", "celery", "starlette", "jinja2"):
             assert heavy not in status, heavy
+
+
+def test_every_command_and_the_local_pool_run_with_the_collector_tuned_for_large_runs():
+    """100,000 long-lived rows and jobs: with Python's default thresholds the collector re-walks them
+    all the time (a third of ``status``); tuned once at start, after the imports (frozen)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import gc, sys; import click; from orchestrator.cli import main as m; "
+        "m.cli = lambda **kw: print(gc.get_threshold(), gc.get_freeze_count() > 0); m.main()"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    from workers.collector import THRESHOLDS
+
+    assert out.strip() == f"{THRESHOLDS} True"
+    assert "tune_collector()" in Path(__file__).parents[1].joinpath("workers/pool.py").read_text()

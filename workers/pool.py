@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
+from workers.collector import tune_collector
 from workers.journal import DROPPED, TAKEN, Journal, JournalWriter
 from workers.logstore import LogStore, log_store
 from workers.reaper import Reaper
@@ -227,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C reaches the coordinator, which cancels through the pipe; an operator's SIGTERM to the
     # pool itself cancels its jobs (they are recorded CANCELLED) rather than orphaning them.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tune_collector()
     out = sys.stdout.buffer
     pool = Pool(journal, int(run_id), int(attempt_id), int(epoch), int(max_workers), out, store)
     signal.signal(signal.SIGTERM, lambda *_: pool.cancel.cancel())

@@ -514,4 +514,7 @@ for _command in (worker, flower, scheduler, schedule, backfill, web):
 
 
 def main() -> None:
+    from workers.collector import tune_collector
+
+    tune_collector()
     cli(prog_name="executioner")

@@ -71,7 +71,7 @@ def load_run(conn: Connection, run_id: int) -> RunRecord:
             job_runs.c.run_id == run_id,
             job_runs.c.status.not_in([JobStatus.SKIPPED, JobStatus.PENDING]),
         )
-    )
+    ).all()  # one fetch: row by row costs more than the rest of reading 100,000 of them
     status = JobStatus._value2member_map_  # a dict lookup: Enum's constructor is slow over 50,000 rows
     rows = [JobRowFact(a, j, status[s], e, r or 0) for a, j, s, e, r in facts]
     audits = [
