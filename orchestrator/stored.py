@@ -19,7 +19,7 @@ from orchestrator.db.queries import RunRecord
 from orchestrator.errors import UserError
 from orchestrator.loader import workflow_from_data
 from orchestrator.trigger_rules import TriggerRule
-from orchestrator.workflow import JobDef, Workflow, snapshot_hash
+from orchestrator.workflow import JobDef, Workflow, snapshot_has_hash
 from workers.retry import RetryPolicy
 
 
@@ -38,7 +38,7 @@ def stored_workflow(record: RunRecord) -> Workflow:
 def _rebuilt(snapshot: dict[str, Any], name: str, expected: str) -> Workflow | None:
     try:
         jobs_data = snapshot["jobs"]
-        if not jobs_data or snapshot_hash(snapshot) != expected:
+        if not jobs_data or not snapshot_has_hash(snapshot, expected):
             return None
         jobs = _jobs(jobs_data)
         # Everything but the jobs (schedule, params, alerts, limits) through the loader, with one
