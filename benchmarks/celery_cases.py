@@ -14,7 +14,7 @@ from benchmarks import workflows
 from benchmarks.cli_runs import cli_run_wall
 from benchmarks.harness import CaseResult, fresh_context, run_timed
 from benchmarks.raw_celery import QUEUES, create_raw_app
-from benchmarks.servers import Stack
+from benchmarks.servers import Stack, flower_watching
 from orchestrator.launch import RunRequest
 
 
@@ -41,13 +41,17 @@ def celery_wide(stack: Stack, scratch: Path, n: int, repeat: int) -> list[CaseRe
     path = workflows.write(scratch / "cwide.json", workflows.wide(n))
     one = workflows.write(scratch / "cwide1.json", workflows.wide(1))
     env = {"EXECUTIONER_BROKER_URL": stack.broker}
-    ours, cli, plain, with_events = [], [], [], []
+    ours, cli, plain, with_events, watched, watched_raw = [], [], [], [], [], []
     for _ in range(repeat):
         plain.append(_raw_group(stack, n, events=False))
         with_events.append(_raw_group(stack, n, events=True))
         ours.append(n / _ours(stack, path))
         # Through the CLI, net of a 1-job run: the rate once the interpreter and the run are up.
         cli.append(n / max(cli_run_wall(path, env) - cli_run_wall(one, env), 1e-6))
+    with flower_watching(stack):  # last: Flower turns every worker's events on
+        for _ in range(repeat):
+            watched_raw.append(_raw_group(stack, n, events=True))
+            watched.append(n / _ours(stack, path))
     return [
         CaseResult(
             "celery-wide",
@@ -66,7 +70,16 @@ def celery_wide(stack: Stack, scratch: Path, n: int, repeat: int) -> list[CaseRe
             "plain Celery group with events (b)",
             "ratio >= 0.9",
             lambda o, b: o >= 0.9 * b,
-            note="no Flower attached in this run",
+            note="no Flower attached",
+        ),
+        CaseResult(
+            "celery-wide-flower",
+            f"jobs/s, {n} jobs, 1 worker x2, executioner flower watching",
+            watched,
+            watched_raw,
+            "plain Celery group with events (b), Flower watching",
+            "ratio >= 0.9",
+            lambda o, b: o >= 0.9 * b,
         ),
         CaseResult(
             "celery-wide-cli",

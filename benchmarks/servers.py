@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -107,3 +108,45 @@ class Stack:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def flower_watching(stack: Stack):
+    """``executioner flower`` attached to the stack's broker for the block, as an operator runs it. It
+    turns task events on in every worker (ours and the raw ones); they are turned off again after."""
+    import urllib.request
+
+    port = free_port()
+    argv = [str(Path(sys.executable).parent / "executioner"), "flower", "--port", str(port)]
+    with open(stack.scratch / "flower.log", "ab") as log:
+        proc = subprocess.Popen(
+            [*argv, "--unauthenticated-api"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "EXECUTIONER_BROKER_URL": stack.broker},
+            start_new_session=True,
+        )
+
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthcheck", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return proc.poll() is not None  # it died: stop waiting (the error is below)
+
+    try:
+        wait_until(up, 60, "flower")
+        if proc.poll() is not None:
+            raise RuntimeError(f"flower exited ({proc.returncode}): see {stack.scratch / 'flower.log'}")
+        yield
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        from benchmarks.raw_celery import create_raw_app
+
+        with contextlib.suppress(Exception):
+            create_raw_app(stack.broker, stack.backend).control.disable_events()

@@ -29,6 +29,7 @@ def test_every_case_runs_and_reports_a_ratio_line(tmp_path):
         "local-chain",
         "celery-wide",
         "celery-wide-ev",
+        "celery-wide-flower",
         "celery-wide-cli",
         "celery-chain",
         "plan-fresh",
