@@ -35,7 +35,8 @@ class Reaper:
         (reaping a leader's zombie would steal its exit code from ``subprocess``).
 
         Only the main thread's children are scanned (``_children``): a leader another thread
-        forks is that thread's child and never listed, so it needs neither the lock nor a place
+        forks is that thread's child and never listed (its thread waits for it before it can end,
+        so it is never handed to the main thread alive), so it needs neither the lock nor a place
         in the set — and jobs started by the pool's threads then fork side by side."""
         if threading.current_thread() is not threading.main_thread():
             yield _unlisted
