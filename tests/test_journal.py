@@ -61,7 +61,7 @@ def test_every_job_the_pool_ran_is_in_one_file_and_a_clean_journal_has_nothing_r
 
     pool.serve(lines())
     folder = journal.attempt_dir(1, 1)
-    assert sorted(p.name for p in folder.iterdir() if p.suffix == ".jsonl") == ["events.0.jsonl"]
+    assert sorted(p.name for p in folder.iterdir() if p.suffix == ".jsonl") == ["events@0.jsonl"]
     dispatches = _read(journal, 1, 1)
     assert sorted(key for key, _ in dispatches) == [f"j{i}.1" for i in range(5)]
     assert all(isinstance(events[-1], JobEnded) for _, events in dispatches)
@@ -106,11 +106,12 @@ def test_a_journal_left_by_a_pool_before_the_upgrade_is_still_read_and_removed(t
     folder = journal.prepare(1, 1)
     (folder / "old.1.jsonl").write_bytes(_started("old") + _ended("old"))
     (folder / "busy.2.jsonl").write_bytes(b"")  # created, not yet started: it may still start
+    (folder / "events.1.jsonl").write_bytes(_started("events"))  # a job named "events"
     journal.segment_file(1, 1, 0).write_bytes(_line("taken", "new") + _ended("new"))
     dispatches = dict(_read(journal, 1, 1))
-    assert list(dispatches) == ["busy.2", "old.1", "new.1"]
+    assert list(dispatches) == ["busy.2", "events.1", "old.1", "new.1"]
     assert isinstance(dispatches["old.1"][-1], JobEnded)
-    assert _running(list(dispatches.items())) == ["busy"]
+    assert _running(list(dispatches.items())) == ["busy", "events"]
     journal.remove_attempt(1, 1)
     assert not folder.exists()
 
@@ -131,21 +132,21 @@ def test_dispatches_go_to_the_segment_the_coordinator_names_and_each_segment_goe
     for segment in range(3):
         journal.segment_file(1, 1, segment).write_bytes(b"")  # what the pool would have written
     executor.acknowledge([("j0", 1), ("j1", 1), ("j4", 1)])
-    assert sorted(p.name for p in folder.glob("*.jsonl")) == [f"events.{n}.jsonl" for n in range(3)]
+    assert sorted(p.name for p in folder.glob("*.jsonl")) == [f"events@{n}.jsonl" for n in range(3)]
     executor.acknowledge([("j2", 1)])  # segment 0 complete and recorded: gone
-    assert sorted(p.name for p in folder.glob("*.jsonl")) == ["events.1.jsonl", "events.2.jsonl"]
+    assert sorted(p.name for p in folder.glob("*.jsonl")) == ["events@1.jsonl", "events@2.jsonl"]
     executor.acknowledge([("j3", 1)])  # all of segment 1 so far recorded, but it may get more: kept
-    assert (folder / "events.1.jsonl").exists()
+    assert (folder / "events@1.jsonl").exists()
     executor.submit(tasks[5])
     executor.submit(tasks[6])  # segment 2 begins; j5 (segment 1) is not recorded yet
     executor.acknowledge([("j6", 1), ("unknown", 9)])  # an unknown key is ignored
-    assert sorted(p.name for p in folder.glob("*.jsonl")) == ["events.1.jsonl", "events.2.jsonl"]
+    assert sorted(p.name for p in folder.glob("*.jsonl")) == ["events@1.jsonl", "events@2.jsonl"]
     executor.acknowledge([("j5", 1)])
-    assert sorted(p.name for p in folder.glob("*.jsonl")) == ["events.2.jsonl"]  # the current one stays
+    assert sorted(p.name for p in folder.glob("*.jsonl")) == ["events@2.jsonl"]  # the current one stays
     for t in (_task("j7"), _task("j8")):
         executor.submit(t)
     executor.acknowledge([("j7", 1)])
-    assert (folder / "events.2.jsonl").exists()
+    assert (folder / "events@2.jsonl").exists()
     executor.acknowledge([("j8", 1)])  # its last dispatch was sent and all are recorded
     assert list(folder.glob("*.jsonl")) == []
 

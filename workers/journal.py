@@ -10,7 +10,7 @@ Layout, under ``<home>/journal/<scope>/``::
 
     run-<R>.epoch                    the run's fencing token, published by whoever holds the run
     run-<R>/a<A>/pool.lock           flock held by the attempt's pool while it lives
-    run-<R>/a<A>/events.<S>.jsonl    segment S: one line per event (``workers.wire``) of the
+    run-<R>/a<A>/events@<S>.jsonl    segment S: one line per event (``workers.wire``) of the
                                      dispatches the coordinator numbered S (a thousand each)
 
 Segments rather than a file per dispatch: creating and deleting an inode per job cost more than
@@ -39,7 +39,7 @@ from pathlib import Path
 from workers.wire import EVENT_KINDS
 
 SEGMENT_DISPATCHES = 1000  # dispatches per journal segment
-_SEGMENT = re.compile(r"events\.(\d{1,18})\.jsonl")
+_SEGMENT = re.compile(r"events@(\d{1,18})\.jsonl")
 TAKEN, DROPPED = "taken", "dropped"
 JOURNAL_KINDS = (*EVENT_KINDS, TAKEN, DROPPED)
 
@@ -55,7 +55,8 @@ class Journal:
         return self.run_dir(run_id) / f"a{attempt_id}"
 
     def segment_file(self, run_id: int, attempt_id: int, segment: int) -> Path:
-        return self.attempt_dir(run_id, attempt_id) / f"events.{segment}.jsonl"
+        # "@" is no job id's character: never the name of a file a pool before segments wrote.
+        return self.attempt_dir(run_id, attempt_id) / f"events@{segment}.jsonl"
 
     def lock_file(self, run_id: int, attempt_id: int) -> Path:
         return self.attempt_dir(run_id, attempt_id) / "pool.lock"

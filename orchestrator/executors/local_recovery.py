@@ -76,7 +76,7 @@ def _read(journal: Journal, run_id: int, attempt_id: int) -> list[tuple[str, lis
     events, read once. A dispatch the pool dropped (fenced before it started) is left out."""
     dispatches: dict[str, list] = {}
     for path in journal.files(run_id, attempt_id):
-        if not path.name.startswith("events."):  # a file per dispatch, by a pool before an upgrade
+        if not path.name.startswith("events@"):  # a file per dispatch, by a pool before an upgrade
             dispatches[path.name.removesuffix(".jsonl")] = []
         _apply(dispatches, path, read_lines(path))
     return list(dispatches.items())
