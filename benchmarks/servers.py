@@ -100,14 +100,19 @@ class Stack:
             )
 
     def __exit__(self, *exc) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in reversed(self.procs):
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop(list(reversed(self.procs)))
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM each process group, then SIGKILL what has not exited after 30 s."""
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 @contextlib.contextmanager
@@ -140,12 +145,7 @@ def flower_watching(stack: Stack):
             raise RuntimeError(f"flower exited ({proc.returncode}): see {stack.scratch / 'flower.log'}")
         yield
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop([proc])
         from benchmarks.raw_celery import create_raw_app
 
         with contextlib.suppress(Exception):

@@ -187,7 +187,11 @@ class Workflow:
 
 def snapshot_hash(snapshot: dict[str, Any]) -> str:
     """The hash of a normalized snapshot (``Workflow.snapshot()``, or one read back from an attempt)."""
-    canonical = json.dumps(_sorted(snapshot), sort_keys=True, separators=(",", ":"))
+    return _exact_hash(_sorted(snapshot))
+
+
+def _exact_hash(snap: dict[str, Any]) -> str:
+    canonical = json.dumps(snap, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -204,7 +208,7 @@ def snapshot_has_hash(snapshot: dict[str, Any], expected: str) -> bool:
             return True
     except (TypeError, orjson.JSONEncodeError):
         pass
-    return snapshot_hash(snapshot) == expected
+    return _exact_hash(snap) == expected
 
 
 def _sorted(snapshot: dict[str, Any]) -> dict[str, Any]:

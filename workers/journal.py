@@ -39,6 +39,7 @@ from pathlib import Path
 from workers.wire import EVENT_KINDS
 
 SEGMENT_DISPATCHES = 1000  # dispatches per journal segment
+MAX_SEGMENT = 10**18 - 1  # a segment number is at most 18 digits (the pool refuses larger ones)
 _SEGMENT = re.compile(r"events@(\d{1,18})\.jsonl")
 TAKEN, DROPPED = "taken", "dropped"
 JOURNAL_KINDS = (*EVENT_KINDS, TAKEN, DROPPED)

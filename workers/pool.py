@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from workers.collector import tune_collector
-from workers.journal import DROPPED, TAKEN, Journal, JournalWriter
+from workers.journal import DROPPED, MAX_SEGMENT, TAKEN, Journal, JournalWriter
 from workers.logstore import LogStore, log_store
 from workers.reaper import Reaper
 from workers.runner import CancelToken, RunnerHooks, run_job
@@ -123,7 +123,7 @@ class Pool:
             if op == "run" and self.accepting:
                 try:
                     segment = message.get("segment", 0)
-                    if not isinstance(segment, int) or not 0 <= segment < 2**62:
+                    if not isinstance(segment, int) or not 0 <= segment <= MAX_SEGMENT:
                         raise WireError(f"bad segment {str(segment)[:40]!r}")
                     self.threads.submit((JobTask.from_dict(message["task"]), segment))
                 except (WireError, KeyError) as exc:

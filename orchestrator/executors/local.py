@@ -46,10 +46,10 @@ class LocalExecutor(Executor):
         self._closing = False
         self._failure: str | None = None
         self.run_id = self.attempt_id = None
-        # Journal segment -> its dispatches whose end is not yet in the history, and dispatch ->
-        # segment. The coordinator's thread alone touches them (submit, acknowledge, close).
-        self._unrecorded: dict[int, set[tuple[str, int]]] = {}
+        # Dispatch -> its journal segment while its end is not in the history, and per segment how
+        # many such. The coordinator's thread alone touches them (submit, acknowledge, close).
         self._segment_of: dict[tuple[str, int], int] = {}
+        self._unrecorded: dict[int, int] = {}
         self._submitted = 0
 
     def dispatch_limit(self, parallel: int | None) -> int | None:
@@ -119,7 +119,7 @@ class LocalExecutor(Executor):
         payload["scope"] = self.scope  # names the try's files in the log store, as on Celery
         segment, key = self._submitted // SEGMENT_DISPATCHES, (task.job_id, task.first_try)
         self._submitted += 1
-        self._unrecorded.setdefault(segment, set()).add(key)
+        self._unrecorded[segment] = self._unrecorded.get(segment, 0) + 1
         self._segment_of[key] = segment
         self._send({"op": "run", "task": payload, "segment": segment}, flush=False)  # sent by flush()
 
@@ -133,13 +133,13 @@ class LocalExecutor(Executor):
         for key in acks:  # in the history now: the journal need not keep them
             segment = self._segment_of.pop(key, None)
             if segment is not None:
-                self._unrecorded[segment].discard(key)
+                self._unrecorded[segment] -= 1
                 self._delete_if_recorded(segment)
 
     def _delete_if_recorded(self, segment: int) -> None:
         # Only a segment no more submits go to (its last one counts it past): the current one would
         # be created again at once.
-        if segment < self._submitted // SEGMENT_DISPATCHES and not self._unrecorded.get(segment, True):
+        if segment < self._submitted // SEGMENT_DISPATCHES and self._unrecorded[segment] == 0:
             del self._unrecorded[segment]
             with contextlib.suppress(FileNotFoundError):
                 self.journal.segment_file(self.run_id, self.attempt_id, segment).unlink()
