@@ -234,6 +234,25 @@ def test_the_live_fragment_answers_304_until_something_changes(cli, work, databa
         assert changed.status_code == 200 and changed.headers["etag"] != tag
 
 
+def test_a_change_committed_while_the_page_is_read_is_shown_by_the_next_poll(cli, work, monkeypatch):
+    """The page's version is read before its data: a job that changes in between must not leave the
+    page with a tag of the newer state (every later poll would answer 304 and the page stay stale)."""
+    from orchestrator.context import Context
+    from orchestrator.web import model
+
+    failing_run(cli, work)
+    real = model.status_and_workflow
+
+    def read_after_a_change(ctx, run_id, workflow_of):
+        assert cli("mark-success", "1", "transform").code == 0  # committed between the two reads
+        return real(ctx, run_id, workflow_of)
+
+    monkeypatch.setattr(model, "status_and_workflow", read_after_a_change)
+    with Context(Settings.from_env(cli.env)) as ctx:
+        page = model.run_page(ctx, 1)
+        assert page["version"] != model.version(ctx, 1)  # so the next poll re-renders
+
+
 @pytest.mark.slow
 def test_resume_and_cancel_through_the_api(cli, work, database_url):
     """Resume starts a real ``executioner resume`` process; while it runs a second resume is refused

@@ -75,6 +75,10 @@ def version(ctx: Context, run_id: int) -> str:
 
 def run_page(ctx: Context, run_id: int, cache: WorkflowCache | None = None) -> dict[str, Any]:
     cache = cache or WorkflowCache(1)
+    # The version first, in its own read: a change committed while the page is read then gives the
+    # next poll a new tag. Read after the status, it could describe a newer state than the page
+    # shows, and every later poll would answer "not modified" (a job left showing PENDING).
+    tag = version(ctx, run_id)
     status, workflow = status_and_workflow(ctx, run_id, cache.workflow)
     effective = sorted({s["attempt_id"] for s in status["jobs"].values() if s["attempt_id"]})
     failed_keys = [
@@ -86,7 +90,6 @@ def run_page(ctx: Context, run_id: int, cache: WorkflowCache | None = None) -> d
         rows = {(r["attempt_id"], r["job_id"]): r for r in history}
         events = audit_trail(conn, run_id)
         tails = last_tails(conn, run_id, failed_keys)
-        tag = run_version(conn, run_id)
     jobs = []
     for job_id in workflow.jobs:
         state = status["jobs"][job_id]
@@ -129,7 +132,7 @@ def run_page(ctx: Context, run_id: int, cache: WorkflowCache | None = None) -> d
         "audit": [{**e, "at": iso(e["at"])} for e in events],
         "running": last is not None and last["status"] == AttemptStatus.RUNNING,
         "has_failures": bool(failed_keys),
-        "version": hashlib.sha256(repr(tag).encode()).hexdigest()[:16],
+        "version": tag,
     }
 
 
