@@ -26,18 +26,30 @@ class Dag:
         # node of its own (the loader reports it), as networkx's DiGraph would have it.
         self.pred: dict[str, dict[str, None]] = {job_id: {} for job_id in jobs}
         self.succ: dict[str, dict[str, None]] = {job_id: {} for job_id in jobs}
+        # Whether every job comes after its dependencies in the file (most files do): then the
+        # file's order is the topological order below, found without a heap over 100,000 jobs.
+        self._file_order_is_topological = True
+        before: set[str] = set()
+        pred, succ = self.pred, self.succ
         for job_id, job in jobs.items():
+            parents = pred[job_id]
             for dep in job.dependencies:
-                if dep not in self.pred:
-                    self.pred[dep], self.succ[dep] = {}, {}
-                self.pred[job_id][dep] = None
-                self.succ[dep][job_id] = None
+                if dep not in before:
+                    self._file_order_is_topological = False
+                    if dep not in pred:
+                        pred[dep], succ[dep] = {}, {}
+                parents[dep] = None
+                succ[dep][job_id] = None
+            before.add(job_id)
 
     @cached_property
     def _kahn(self) -> list[str]:
         """Kahn's algorithm, always taking the earliest job in the file among those ready: the same
         order as networkx's ``lexicographical_topological_sort`` keyed by file position. Shorter
         than the graph when there is a cycle."""
+        if self._file_order_is_topological:
+            # The earliest ready job is then always the next one in the file.
+            return list(self.pred)
         position = {job_id: i for i, job_id in enumerate(self.pred)}
         waiting = {job_id: len(parents) for job_id, parents in self.pred.items()}
         ready = [position[j] for j, n in waiting.items() if n == 0]
