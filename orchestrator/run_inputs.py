@@ -165,11 +165,13 @@ def runnable(workflow: Workflow, inputs: RunInputs, run_id: int) -> Workflow:
 
 
 def _has_template(job: JobDef) -> bool:
-    parts = [job.command] if isinstance(job.command, str) else list(job.command)
-    parts += [v for v in job.env.values() if isinstance(v, str)]
-    if job.working_dir:
-        parts.append(job.working_dir)
-    return any(is_template(p) for p in parts)
+    # Asked of every job of every resume and status (100,000s): no list built per job.
+    command = job.command
+    if is_template(command) if isinstance(command, str) else any(is_template(a) for a in command):
+        return True
+    if job.working_dir and is_template(job.working_dir):
+        return True
+    return bool(job.env) and any(isinstance(v, str) and is_template(v) for v in job.env.values())
 
 
 def _render_job(r: Renderer, job: JobDef) -> JobDef:

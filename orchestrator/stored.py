@@ -53,6 +53,7 @@ def _rebuilt(snapshot: dict[str, Any], name: str, expected: str) -> Workflow | N
 def _jobs(data: list[dict[str, Any]]) -> dict[str, JobDef]:
     policies: dict[tuple, RetryPolicy] = {}
     jobs: dict[str, JobDef] = {}
+    rules = TriggerRule._value2member_map_  # a dict lookup: Enum's constructor is slow over 100,000
     for d in data:
         statuses, codes = d.get("retry_on_status"), d.get("retry_on_exit_codes")
         retry_key = (
@@ -78,7 +79,7 @@ def _jobs(data: list[dict[str, Any]]) -> dict[str, JobDef]:
             d["timeout"],
             d["queue"],
             policy,
-            TriggerRule(d.get("trigger_rule", TriggerRule.ALL_SUCCESS)),
+            rules[d.get("trigger_rule", TriggerRule.ALL_SUCCESS)],
             d.get("queue_timeout"),
         )
     if len(jobs) != len(data):

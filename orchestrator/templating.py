@@ -32,7 +32,7 @@ _MARKERS = ("{{", "{%", "{#")
 
 
 def is_template(text: str) -> bool:
-    return any(m in text for m in _MARKERS)
+    return "{" in text and any(m in text for m in _MARKERS)  # most commands have no brace at all
 
 
 def ds(value: date | datetime) -> str:

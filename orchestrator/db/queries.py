@@ -11,7 +11,7 @@ from sqlalchemy import JSON, Connection, Row, case, func, null, or_, select, typ
 
 from orchestrator.db.schema import attempts, audit_events, job_runs, job_tries, runs
 from orchestrator.errors import UnknownRunError
-from orchestrator.state import AuditAction, AuditFact, JobRowFact, RunState, derive_state
+from orchestrator.state import AuditAction, AuditFact, RunState, derive_state
 from workers.statuses import JobStatus
 
 # Everything of an attempt but its (large) workflow snapshot: only the newest attempt's is needed.
@@ -72,8 +72,6 @@ def load_run(conn: Connection, run_id: int) -> RunRecord:
             job_runs.c.status.not_in([JobStatus.SKIPPED, JobStatus.PENDING]),
         )
     ).all()  # one fetch: row by row costs more than the rest of reading 100,000 of them
-    status = JobStatus._value2member_map_  # a dict lookup: Enum's constructor is slow over 50,000 rows
-    rows = [JobRowFact(a, j, status[s], e, r or 0) for a, j, s, e, r in facts]
     audits = [
         AuditFact(r.after_attempt, r.id, AuditAction(r.action), tuple(r.job_ids), r.attempt_id)
         for r in conn.execute(
@@ -89,7 +87,7 @@ def load_run(conn: Connection, run_id: int) -> RunRecord:
     snapshot = attempt_rows[-1].newest_snapshot if attempt_rows else None
     last = attempt_rows[-1].attempt_id if attempt_rows else 0
     manual = any(a.attempt_id is None and a.after_attempt >= last for a in audits)
-    return RunRecord(run, attempt_rows, derive_state(rows, audits), snapshot, manual)
+    return RunRecord(run, attempt_rows, derive_state(facts, audits), snapshot, manual)
 
 
 @dataclass(frozen=True, slots=True)
