@@ -6,6 +6,7 @@ Every problem is collected (not just the first) and names the file, the job and 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from pathlib import Path
@@ -45,15 +46,30 @@ JOB_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,200}")  # used with fullmatch: "abc\n"
 def load_workflow(path: str | Path) -> Workflow:
     """Parse and validate ``path``; raise ``WorkflowError`` listing every problem."""
     name = str(path)
+    raw = _read(path, name)
+    try:
+        # Universal newlines, as reading the file as text does.
+        text = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+    except UnicodeDecodeError as exc:
+        raise WorkflowError([WorkflowProblem(name, f"cannot read: {exc}")]) from None
+    return workflow_from_data(parse_text(text, name), name, hashlib.sha256(raw).hexdigest())
+
+
+def file_sha256(path: str | Path) -> str:
+    """The digest ``load_workflow`` gives the workflow it loads from ``path``, without loading it
+    (``WorkflowError`` when it cannot be read)."""
+    return hashlib.sha256(_read(path, str(path))).hexdigest()
+
+
+def _read(path: str | Path, name: str) -> bytes:
     try:
         if Path(path).stat().st_size > MAX_FILE_BYTES:
             raise WorkflowError([WorkflowProblem(name, f"is larger than {MAX_FILE_BYTES >> 20} MiB")])
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_bytes()
     except FileNotFoundError:
         raise WorkflowError([WorkflowProblem(name, "file not found")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise WorkflowError([WorkflowProblem(name, f"cannot read: {exc}")]) from None
-    return workflow_from_data(parse_text(text, name), name)
 
 
 def load_params_file(path: str | Path) -> dict[str, Any]:
@@ -75,9 +91,10 @@ def load_params_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def workflow_from_data(data: Any, name: str = "<workflow>") -> Workflow:
-    """Validate already-parsed data (a file's, or a stored snapshot's) and build the ``Workflow``."""
-    v = _Validator(name)
+def workflow_from_data(data: Any, name: str = "<workflow>", file_sha256: str | None = None) -> Workflow:
+    """Validate already-parsed data (a file's, or a stored snapshot's) and build the ``Workflow``
+    (``file_sha256``: the digest of the file's bytes it was parsed from)."""
+    v = _Validator(name, file_sha256)
     workflow = v.workflow(data)
     if v.problems:
         raise WorkflowError(v.problems)
@@ -86,8 +103,9 @@ def workflow_from_data(data: Any, name: str = "<workflow>") -> Workflow:
 
 
 class _Validator(RunFieldsValidator):
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, file_sha256: str | None = None) -> None:
         self.name = name
+        self.file_sha256 = file_sha256
         self.problems: list[WorkflowProblem] = []
         self.declared: dict[str, list[str]] = {}  # every valid id -> its dependencies, bad jobs too
         self._policies: dict[tuple, RetryPolicy] = {}
@@ -156,6 +174,7 @@ class _Validator(RunFieldsValidator):
             notify=notify,
             max_run_time=max_run_time,
             sla=sla,
+            file_sha256=self.file_sha256,
         )
         cycle = workflow.dag.find_cycle()
         if cycle:

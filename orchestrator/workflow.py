@@ -142,6 +142,8 @@ class Workflow:
     notify: tuple[NotifyRule, ...] = ()  # alerts (orchestrator.notify)
     max_run_time: float | None = None  # seconds an attempt may take: then stopped, FAILED (deadline)
     sla: float | None = None  # seconds after the data interval end (or the run's start): alert only
+    # sha256 of the bytes of the file it was loaded from (None: not from a file); not in the snapshot.
+    file_sha256: str | None = field(default=None, compare=False)
 
     def snapshot(self) -> dict[str, Any]:
         """The normalized workflow stored with every attempt (and reloadable by ``loader``).

@@ -220,3 +220,21 @@ def test_a_bad_retry_field_is_reported_for_every_job_that_has_it():
     )
     assert sum("job 'a'" in p or "job a" in p for p in found) == 1, found
     assert len([p for p in found if "retry_delay" in p]) == 3, found
+
+
+def test_line_endings_read_as_text_reads_them_and_the_digest_is_of_the_bytes(tmp_path):
+    import hashlib
+
+    text = "application_name: app\njobs:\n- id: a\n  command: |\n    echo one\n    echo two\n"
+    unix = tmp_path / "unix.yaml"
+    unix.write_bytes(text.encode())
+    expected = load_workflow(unix)
+    assert expected.jobs["a"].command == "echo one\necho two\n"
+    assert expected.file_sha256 == hashlib.sha256(text.encode()).hexdigest()
+    for ending in ("\r\n", "\r"):
+        other = tmp_path / "other.yaml"
+        other.write_bytes(text.replace("\n", ending).encode())
+        loaded = load_workflow(other)
+        assert loaded.jobs == expected.jobs and loaded.config_hash == expected.config_hash
+        assert loaded.file_sha256 == hashlib.sha256(other.read_bytes()).hexdigest() != expected.file_sha256
+    assert workflow_from_data(wf({"id": "a", "command": "true"})).file_sha256 is None

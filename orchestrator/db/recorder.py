@@ -49,6 +49,7 @@ class AttemptStart:
     attempt_id: int = 1
     parent_attempt_id: int | None = None
     workflow_path: str | None = None
+    workflow_sha256: str | None = None  # of the file at workflow_path, as the snapshot came from it
     request: dict[str, Any] = field(default_factory=dict)
     changes: list[dict] = field(default_factory=list)
     forced: bool = False
@@ -156,6 +157,7 @@ class AttemptRecorder:
                 config_hash=start.workflow.config_hash,
                 workflow_snapshot=start.workflow.snapshot(),
                 workflow_path=start.workflow_path,
+                workflow_sha256=start.workflow_sha256,
                 triggered_by=start.triggered_by,
                 trigger_reason=start.trigger_reason,
                 parent_attempt_id=start.parent_attempt_id,

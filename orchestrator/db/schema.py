@@ -29,7 +29,7 @@ from sqlalchemy.types import TypeDecorator
 
 # The newest migration in migrations/versions; a test checks it matches Alembic's head, so start-up
 # can tell whether a database is current without loading Alembic.
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 
 class UTCDateTime(TypeDecorator):
@@ -117,6 +117,9 @@ attempts = Table(
     Column("config_hash", String(64), nullable=False),
     Column("workflow_snapshot", JSON, nullable=False),
     Column("workflow_path", Text),
+    # migration 0005: sha256 of the bytes of the file at workflow_path the snapshot was loaded from
+    # (inherited by a resume of the stored workflow): an unchanged file is known without loading it.
+    Column("workflow_sha256", String(64)),
     Column("triggered_by", String(50), nullable=False),
     Column("trigger_reason", Text),
     Column("parent_attempt_id", Integer),
