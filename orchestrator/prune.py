@@ -19,6 +19,7 @@ from sqlalchemy import delete, func, select, update
 from orchestrator.context import Context
 from orchestrator.db.engine import read_tx, write_tx
 from orchestrator.db.schema import (
+    attempt_snapshots,
     attempts,
     audit_events,
     job_runs,
@@ -97,7 +98,7 @@ def prune(ctx: Context, older_than: timedelta, now: datetime, *, yes: bool = Fal
                 .where(schedule_slots.c.run_id.in_(chunk))
                 .values(outcome=PRUNED, run_id=None)
             )
-            for table in (job_tries, job_runs, audit_events, run_leases, attempts, runs):
+            for table in (job_tries, job_runs, audit_events, run_leases, attempt_snapshots, attempts, runs):
                 conn.execute(delete(table).where(table.c.run_id.in_(chunk)))
         for run_id in chunk:
             store.remove_run(ctx.scope, run_id)

@@ -10,7 +10,7 @@ from sqlalchemy import distinct, func, select
 from orchestrator import slots
 from orchestrator.context import Context
 from orchestrator.db.engine import read_tx
-from orchestrator.db.queries import latest_statuses
+from orchestrator.db.queries import attempt_snapshot, latest_statuses
 from orchestrator.db.schema import attempts, schedule_slots
 from orchestrator.intervals import next_slot, scheduled_interval
 from orchestrator.loader import load_workflow, workflow_from_data
@@ -72,12 +72,13 @@ def _upcoming(workflow: Workflow | None, now: datetime, count: int) -> list[dict
 def _stored(conn, app: str) -> Workflow | None:
     """The workflow of the application's newest attempt, if it still loads."""
     newest = select(func.max(attempts.c.run_id)).where(attempts.c.application_name == app).scalar_subquery()
-    snapshot = conn.execute(
-        select(attempts.c.workflow_snapshot)
+    attempt = conn.execute(
+        select(attempts.c.run_id, attempts.c.attempt_id)
         .where(attempts.c.run_id == newest)
         .order_by(attempts.c.attempt_id.desc())
         .limit(1)
-    ).scalar()
+    ).first()
+    snapshot = attempt_snapshot(conn, attempt.run_id, attempt.attempt_id) if attempt is not None else None
     if snapshot is None:
         return None
     try:

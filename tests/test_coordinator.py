@@ -181,7 +181,21 @@ def test_the_resume_plan_reads_each_table_once(ctx):
     with read_tx(ctx.engine) as conn:
         load_run(conn, first.run_id)
     tables = [s.split("FROM")[1].split()[0] for s in statements if s.lstrip().upper().startswith("SELECT")]
-    assert sorted(tables) == ["attempts", "audit_events", "job_runs", "runs"], statements
+    assert sorted(tables) == ["attempt_snapshots", "attempts", "audit_events", "job_runs", "runs"], statements
+
+
+def test_the_snapshot_is_kept_beside_the_attempt_row_not_in_it(ctx):
+    """The attempt's row is rewritten when it ends (SQLite rewrites whole rows): its snapshot is not
+    in it, and reads back exactly as the workflow's."""
+    from orchestrator.db.schema import attempt_snapshots
+
+    wf = workflow(DAG)
+    first, _ = run_attempt(ctx, wf, fail("b"))
+    with read_tx(ctx.engine) as conn:
+        inline = conn.execute(select(attempts.c.workflow_snapshot)).scalar_one()
+        beside = conn.execute(select(attempt_snapshots.c.snapshot)).scalar_one()
+        record = load_run(conn, first.run_id)
+    assert inline is None and beside == wf.snapshot() == record.last_snapshot
 
 
 def test_history_batches_are_flushed_at_the_end(ctx):

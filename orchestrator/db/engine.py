@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
@@ -45,17 +48,40 @@ def make_engine(url: str, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> E
             # A server that does not answer must not hold a coordinator's loop for minutes.
             connect_args = {"connect_timeout": 10} if parsed.get_backend_name() == "postgresql" else {}
             return create_engine(
-                url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args=connect_args
+                url,
+                pool_pre_ping=True,
+                pool_size=5,
+                max_overflow=10,
+                connect_args=connect_args,
+                json_serializer=write_json,
             )
         if parsed.database and parsed.database != ":memory:":
             private_file(Path(parsed.database).expanduser())
-            engine = create_engine(url, connect_args={"check_same_thread": False})
+            engine = create_engine(url, connect_args={"check_same_thread": False}, json_serializer=write_json)
         else:  # one shared connection, or every connection would see its own empty in-memory database
-            engine = create_engine(url, connect_args={"check_same_thread": False}, poolclass=StaticPool)
+            engine = create_engine(
+                url,
+                connect_args={"check_same_thread": False},
+                poolclass=StaticPool,
+                json_serializer=write_json,
+            )
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise UserError(f"database URL {safe_url(url)} is not usable: {_first_line(exc)}") from None
     _tune_sqlite(engine, busy_timeout_ms)
     return engine
+
+
+@dataclass(frozen=True, slots=True)
+class JsonText:
+    """A JSON column's value already written as JSON text: a large one (a 100,000-job workflow
+    snapshot) is written a piece at a time instead of whole as objects first."""
+
+    text: str
+
+
+def write_json(value: Any) -> str:
+    """How every JSON column is written: ``json.dumps``, or the text of a ``JsonText``."""
+    return value.text if isinstance(value, JsonText) else json.dumps(value)
 
 
 def private_file(path: Path) -> None:

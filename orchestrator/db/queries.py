@@ -7,9 +7,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Row, case, func, null, or_, select, type_coerce
+from sqlalchemy import Connection, Row, func, or_, select
 
-from orchestrator.db.schema import attempts, audit_events, job_runs, job_tries, runs
+from orchestrator.db.schema import attempt_snapshots, attempts, audit_events, job_runs, job_tries, runs
 from orchestrator.errors import UnknownRunError
 from orchestrator.state import AuditAction, AuditFact, RunState, derive_state
 from workers.statuses import JobStatus
@@ -48,16 +48,26 @@ def get_run(conn: Connection, run_id: int) -> Row:
     return row
 
 
+def attempt_snapshot(conn: Connection, run_id: int, attempt_id: int) -> dict[str, Any] | None:
+    """The workflow an attempt ran, as it stored it: in ``attempt_snapshots`` since migration 0005,
+    in the attempt's own row before."""
+    for column, table in (
+        (attempt_snapshots.c.snapshot, attempt_snapshots),
+        (attempts.c.workflow_snapshot, attempts),
+    ):
+        found = conn.execute(
+            select(column).where(table.c.run_id == run_id, table.c.attempt_id == attempt_id)
+        ).scalar()
+        if found is not None:
+            return found
+    return None
+
+
 def load_run(conn: Connection, run_id: int) -> RunRecord:
     run = get_run(conn, run_id)
-    newest = select(func.max(attempts.c.attempt_id)).where(attempts.c.run_id == run_id).scalar_subquery()
-    # The (large) workflow snapshot only of the newest attempt, in the same single query.
-    snapshot_col = case((attempts.c.attempt_id == newest, attempts.c.workflow_snapshot), else_=null())
     attempt_rows = list(
         conn.execute(
-            select(*_ATTEMPT_COLUMNS, type_coerce(snapshot_col, JSON).label("newest_snapshot"))
-            .where(attempts.c.run_id == run_id)
-            .order_by(attempts.c.attempt_id)
+            select(*_ATTEMPT_COLUMNS).where(attempts.c.run_id == run_id).order_by(attempts.c.attempt_id)
         )
     )
     facts = conn.execute(
@@ -84,8 +94,9 @@ def load_run(conn: Connection, run_id: int) -> RunRecord:
             ).where(audit_events.c.run_id == run_id)
         )
     ]
-    snapshot = attempt_rows[-1].newest_snapshot if attempt_rows else None
     last = attempt_rows[-1].attempt_id if attempt_rows else 0
+    # The (large) workflow snapshot only of the newest attempt.
+    snapshot = attempt_snapshot(conn, run_id, last) if attempt_rows else None
     manual = any(a.attempt_id is None and a.after_attempt >= last for a in audits)
     return RunRecord(run, attempt_rows, derive_state(facts, audits), snapshot, manual)
 

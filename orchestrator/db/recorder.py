@@ -15,14 +15,23 @@ from datetime import datetime
 from itertools import islice
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, insert
+from sqlalchemy import JSON, Connection, Engine, insert
 
 from orchestrator.db.bulk import insert_many, insert_many_ignoring_duplicates, update_many
 from orchestrator.db.closing import Totals, close_attempt
-from orchestrator.db.engine import write_tx
+from orchestrator.db.engine import JsonText, write_tx
 from orchestrator.db.fencing import check_epoch
 from orchestrator.db.rows import ts
-from orchestrator.db.schema import attempts, audit_events, job_runs, job_tries, notifications, runs, utcnow
+from orchestrator.db.schema import (
+    attempt_snapshots,
+    attempts,
+    audit_events,
+    job_runs,
+    job_tries,
+    notifications,
+    runs,
+    utcnow,
+)
 from orchestrator.owner import LockOwner
 from orchestrator.planner import Plan
 from orchestrator.run_inputs import RunInputs, runnable, shown_command
@@ -143,8 +152,12 @@ class AttemptRecorder:
 
     def _insert_attempt(self, conn: Connection, run_id: int, start: AttemptStart, epoch: int) -> None:
         now = utcnow()
+        # Values as execution parameters, never in the statement: SQLAlchemy's compiled-statement
+        # cache keeps the first statement of each shape for the engine's life, and with it any value
+        # written into it — here the workflow snapshot (100,000 jobs: ~45 MB held by the coordinator).
         conn.execute(
-            insert(attempts).values(
+            insert(attempts),
+            dict(
                 run_id=run_id,
                 attempt_id=start.attempt_id,
                 application_name=start.workflow.application_name,
@@ -155,7 +168,7 @@ class AttemptRecorder:
                 failed_jobs=0,
                 skipped_jobs=0,
                 config_hash=start.workflow.config_hash,
-                workflow_snapshot=start.workflow.snapshot(),
+                workflow_snapshot=JSON.NULL,  # in attempt_snapshots, below
                 workflow_path=start.workflow_path,
                 workflow_sha256=start.workflow_sha256,
                 triggered_by=start.triggered_by,
@@ -169,13 +182,23 @@ class AttemptRecorder:
                 changes=start.changes,
                 forced=start.forced,
                 epoch=epoch,
-            )
+            ),
+        )
+        # Its own table: the attempt's row is rewritten when it ends, the snapshot never is.
+        conn.execute(
+            insert(attempt_snapshots),
+            dict(
+                run_id=run_id,
+                attempt_id=start.attempt_id,
+                snapshot=JsonText(start.workflow.snapshot_text()),  # built a job at a time
+            ),
         )
         plan = start.plan
         for action, jobs in ((AuditAction.ROLLBACK, plan.rollbacks), (AuditAction.MARK_SUCCESS, plan.marks)):
             if jobs:
                 conn.execute(
-                    insert(audit_events).values(
+                    insert(audit_events),  # parameters, as above: job_ids may name 100,000 jobs
+                    dict(
                         run_id=run_id,
                         action=action,
                         job_ids=list(jobs),
@@ -184,7 +207,7 @@ class AttemptRecorder:
                         after_attempt=start.attempt_id - 1,
                         attempt_id=start.attempt_id,
                         details={"via": "--from-job", "from_jobs": list(start.request.get("from_jobs", []))},
-                    )
+                    ),
                 )
         jobs = start.jobs_to_dispatch
         rows = (

@@ -115,6 +115,9 @@ attempts = Table(
     Column("failed_jobs", Integer, nullable=False, default=0),
     Column("skipped_jobs", Integer, nullable=False, default=0),
     Column("config_hash", String(64), nullable=False),
+    # Attempts recorded before migration 0005 only; later ones write JSON null here and their
+    # snapshot to attempt_snapshots (this row is updated when the attempt ends, and SQLite rewrites
+    # a whole row: a 100,000-job snapshot, 35 MB, with it).
     Column("workflow_snapshot", JSON, nullable=False),
     Column("workflow_path", Text),
     # migration 0005: sha256 of the bytes of the file at workflow_path the snapshot was loaded from
@@ -132,6 +135,16 @@ attempts = Table(
     Column("forced", Boolean, nullable=False, default=False),
     Column("epoch", Integer, nullable=False),
     Column("end_reason", String(50)),  # migration 0004: why it ended so (e.g. "deadline")
+)
+
+# Migration 0005: the normalized workflow each attempt ran (orchestrator.workflow.Workflow.snapshot).
+attempt_snapshots = Table(
+    "attempt_snapshots",
+    metadata,
+    Column("run_id", Integer, primary_key=True),
+    Column("attempt_id", Integer, primary_key=True, autoincrement=False),
+    Column("snapshot", JSON, nullable=False),
+    ForeignKeyConstraint(["run_id", "attempt_id"], ["attempts.run_id", "attempts.attempt_id"]),
 )
 
 job_runs = Table(
