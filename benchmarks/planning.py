@@ -90,7 +90,10 @@ def plan_resume(scratch: Path, n: int, attempts: int, repeat: int) -> CaseResult
         "<= 1 s",
         lambda o, b: o <= 1.0,
     )
-    case.note = f"{statements[-1]} SELECT statements (one per table: runs, attempts, job_runs, audit_events)"
+    case.note = (
+        f"{statements[-1]} SELECT statements (one per table: runs, attempts, attempt_snapshots, "
+        "job_runs, audit_events)"
+    )
     return case
 
 
