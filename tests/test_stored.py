@@ -125,7 +125,7 @@ def test_the_fast_hash_check_agrees_with_the_exact_hash_whatever_the_values(extr
 @given(
     workflows(),
     st.text(min_size=1, max_size=8).filter(str.strip),
-    st.sampled_from(["true", "éch ✓ \"q\" \\ \u2028", ["prog", "ü", ""]]),
+    st.sampled_from(["true", 'éch ✓ "q" \\ \u2028', ["prog", "ü", ""]]),
     st.booleans(),
 )
 def test_the_hash_and_the_stored_text_built_a_job_at_a_time_equal_the_whole_snapshots(
