@@ -23,27 +23,36 @@ class Dag:
 
     def __init__(self, jobs: Mapping[str, _HasDeps]) -> None:
         # Insertion order is file order; a dependency named twice is one edge; an unknown one is a
-        # node of its own (the loader reports it), as networkx's DiGraph would have it.
-        pred: dict[str, dict[str, None]] = {job_id: {} for job_id in jobs}
-        succ: dict[str, dict[str, None]] = {job_id: {} for job_id in jobs}
+        # node of its own (the loader reports it), as networkx's DiGraph would have it. Parents and
+        # children are tuples (a job's own ``dependencies`` when it names each once; the empty tuple
+        # is shared): a dict per job and direction was a tenth of a 100,000-job coordinator's memory.
+        pred: dict[str, tuple[str, ...]] = {}
         # Whether every job comes after its dependencies in the file (most files do): then the
         # file's order is the topological order below, found without a heap over 100,000 jobs.
         self._file_order_is_topological = True
-        before: set[str] = set()
         for job_id, job in jobs.items():
-            parents = pred[job_id]
-            for dep in job.dependencies:
-                if dep not in before:
-                    self._file_order_is_topological = False
-                    if dep not in pred:
-                        pred[dep], succ[dep] = {}, {}
-                parents[dep] = None
-                succ[dep][job_id] = None
-            before.add(job_id)
-        # Kept as tuples (a job without any shares the empty one): a dict per job and direction was
-        # a tenth of a 100,000-job coordinator's memory.
-        self.pred: dict[str, tuple[str, ...]] = {job_id: tuple(p) for job_id, p in pred.items()}
-        self.succ: dict[str, tuple[str, ...]] = {job_id: tuple(c) for job_id, c in succ.items()}
+            deps = tuple(job.dependencies)
+            if len(deps) > 1:
+                unique = tuple(dict.fromkeys(deps))
+                deps = deps if len(unique) == len(deps) else unique
+            if self._file_order_is_topological and any(dep not in pred for dep in deps):
+                self._file_order_is_topological = False  # (pred holds the jobs before this one)
+            pred[job_id] = deps
+        if not self._file_order_is_topological:
+            for deps in list(pred.values()):
+                for dep in deps:
+                    pred.setdefault(dep, ())  # an unknown dependency, after every job
+        children: dict[str, list[str]] = {}
+        for job_id, deps in pred.items():
+            for dep in deps:
+                if dep in children:
+                    children[dep].append(job_id)
+                else:
+                    children[dep] = [job_id]
+        self.pred = pred
+        self.succ: dict[str, tuple[str, ...]] = {
+            job_id: tuple(children[job_id]) if job_id in children else () for job_id in pred
+        }
 
     @cached_property
     def _kahn(self) -> list[str]:
