@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import click
@@ -16,8 +16,46 @@ def is_tty() -> bool:
     return sys.stdout.isatty()
 
 
+# ``--json`` of 100,000 jobs: a top-level list or mapping this long is written an item at a time, in
+# writes of about a megabyte, instead of as one text of the whole (~100 MB for `history --json`).
+STREAM_ITEMS = 1000
+_ENCODER = json.JSONEncoder(default=str)  # what json.dumps(data, default=str) uses
+
+
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, default=str))
+    """``json.dumps(data, default=str)`` and a newline, character for character."""
+    pending: list[str] = []
+    size = 0
+    for piece in _pieces(data):
+        pending.append(piece)
+        size += len(piece)
+        if size > 1 << 20:
+            click.echo("".join(pending), nl=False)
+            pending, size = [], 0
+    pending.append("\n")
+    click.echo("".join(pending), nl=False)
+
+
+def _pieces(data: Any) -> Iterator[str]:
+    if not isinstance(data, dict) or not all(type(k) is str for k in data):
+        yield _ENCODER.encode(data)  # small, or keys json would convert: as json.dumps writes it
+        return
+    yield "{"
+    for i, (key, value) in enumerate(data.items()):
+        yield f"{', ' if i else ''}{_ENCODER.encode(key)}: "
+        if isinstance(value, list) and len(value) > STREAM_ITEMS:
+            yield "["
+            for k, item in enumerate(value):
+                yield f"{', ' if k else ''}{_ENCODER.encode(item)}"
+            yield "]"
+        elif isinstance(value, dict) and len(value) > STREAM_ITEMS and all(type(k) is str for k in value):
+            yield "{"
+            for k, (name, item) in enumerate(value.items()):
+                yield f"{', ' if k else ''}{_ENCODER.encode(name)}: {_ENCODER.encode(item)}"
+            yield "}"
+        else:
+            yield _ENCODER.encode(value)
+    yield "}"
 
 
 def line(text: str = "") -> None:
