@@ -14,12 +14,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, select
 
 from orchestrator.context import Context
+from orchestrator.db.audit import record_action
 from orchestrator.db.engine import read_tx, write_tx
 from orchestrator.db.queries import get_run, load_run
-from orchestrator.db.schema import attempts, audit_events, utcnow
+from orchestrator.db.schema import attempts, audit_events
 from orchestrator.errors import UserError
 from orchestrator.locks.base import LockOwner, RunHandle
 from orchestrator.settle import load_settled
@@ -74,17 +75,15 @@ def cancel_run(
 def _record(engine: Engine, run_id: int, attempt_id: int, owner: LockOwner, details: dict) -> None:
     with write_tx(engine) as conn:
         get_run(conn, run_id)
-        conn.execute(
-            insert(audit_events).values(
-                run_id=run_id,
-                action=AuditAction.CANCEL,
-                job_ids=[],
-                actor=owner.actor,
-                at=utcnow(),
-                after_attempt=attempt_id - 1,  # it stops attempt_id: ordered with that attempt
-                attempt_id=attempt_id,
-                details=details,
-            )
+        record_action(
+            conn,
+            run_id=run_id,
+            action=AuditAction.CANCEL,
+            job_ids=[],
+            actor=owner.actor,
+            after_attempt=attempt_id - 1,  # it stops attempt_id: ordered with that attempt
+            attempt_id=attempt_id,
+            details=details,
         )
 
 

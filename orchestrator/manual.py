@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import insert
-
 from orchestrator.context import Context
 from orchestrator.dag import Dag
+from orchestrator.db.audit import record_action
 from orchestrator.db.engine import read_tx, write_tx
 from orchestrator.db.fencing import check_epoch
 from orchestrator.db.queries import RunRecord, get_run, load_run
-from orchestrator.db.schema import audit_events, utcnow
 from orchestrator.errors import RefusedError, UnknownJobError
 from orchestrator.locks.base import LockOwner, RunHandle
 from orchestrator.settle import load_settled
@@ -109,17 +107,15 @@ def _act(ctx: Context, run_id: int, job_ids: list[str], action: _Action, choose)
             return result
         with write_tx(ctx.engine) as conn:
             check_epoch(conn, run_id, handle.epoch)
-            conn.execute(
-                insert(audit_events).values(
-                    run_id=run_id,
-                    action=action.kind,
-                    job_ids=result.job_ids,
-                    actor=action.owner.actor,
-                    at=utcnow(),
-                    after_attempt=record.last_attempt.attempt_id,
-                    attempt_id=None,
-                    details=action.details,
-                )
+            record_action(
+                conn,
+                run_id=run_id,
+                action=action.kind,
+                job_ids=result.job_ids,
+                actor=action.owner.actor,
+                after_attempt=record.last_attempt.attempt_id,
+                attempt_id=None,
+                details=action.details,
             )
     return result
 

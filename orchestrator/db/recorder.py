@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import JSON, Connection, Engine, insert
 
+from orchestrator.db.audit import record_action
 from orchestrator.db.bulk import insert_many, insert_many_ignoring_duplicates, update_many
 from orchestrator.db.closing import Totals, close_attempt
 from orchestrator.db.engine import JsonText, write_tx
@@ -25,7 +26,6 @@ from orchestrator.db.rows import ts
 from orchestrator.db.schema import (
     attempt_snapshots,
     attempts,
-    audit_events,
     job_runs,
     job_tries,
     notifications,
@@ -152,9 +152,8 @@ class AttemptRecorder:
 
     def _insert_attempt(self, conn: Connection, run_id: int, start: AttemptStart, epoch: int) -> None:
         now = utcnow()
-        # Values as execution parameters, never in the statement: SQLAlchemy's compiled-statement
-        # cache keeps the first statement of each shape for the engine's life, and with it any value
-        # written into it — here the workflow snapshot (100,000 jobs: ~45 MB held by the coordinator).
+        # Values as execution parameters, never in the statement (why: ``orchestrator.db.audit``) —
+        # here it kept the workflow snapshot (100,000 jobs: ~45 MB held by the coordinator).
         conn.execute(
             insert(attempts),
             dict(
@@ -196,18 +195,16 @@ class AttemptRecorder:
         plan = start.plan
         for action, jobs in ((AuditAction.ROLLBACK, plan.rollbacks), (AuditAction.MARK_SUCCESS, plan.marks)):
             if jobs:
-                conn.execute(
-                    insert(audit_events),  # parameters, as above: job_ids may name 100,000 jobs
-                    dict(
-                        run_id=run_id,
-                        action=action,
-                        job_ids=list(jobs),
-                        actor=start.owner.actor,
-                        at=now,
-                        after_attempt=start.attempt_id - 1,
-                        attempt_id=start.attempt_id,
-                        details={"via": "--from-job", "from_jobs": list(start.request.get("from_jobs", []))},
-                    ),
+                record_action(
+                    conn,
+                    run_id=run_id,
+                    action=action,
+                    job_ids=list(jobs),
+                    actor=start.owner.actor,
+                    at=now,
+                    after_attempt=start.attempt_id - 1,
+                    attempt_id=start.attempt_id,
+                    details={"via": "--from-job", "from_jobs": list(start.request.get("from_jobs", []))},
                 )
         jobs = start.jobs_to_dispatch
         rows = (
