@@ -30,29 +30,33 @@ class Dag:
         # Whether every job comes after its dependencies in the file (most files do): then the
         # file's order is the topological order below, found without a heap over 100,000 jobs.
         self._file_order_is_topological = True
+        known = pred.__contains__
         for job_id, job in jobs.items():
             deps = tuple(job.dependencies)
             if len(deps) > 1:
                 unique = tuple(dict.fromkeys(deps))
                 deps = deps if len(unique) == len(deps) else unique
-            if self._file_order_is_topological and any(dep not in pred for dep in deps):
+            if self._file_order_is_topological and deps and not all(map(known, deps)):
                 self._file_order_is_topological = False  # (pred holds the jobs before this one)
             pred[job_id] = deps
         if not self._file_order_is_topological:
             for deps in list(pred.values()):
                 for dep in deps:
                     pred.setdefault(dep, ())  # an unknown dependency, after every job
+        self.pred = pred
+
+    @cached_property
+    def succ(self) -> dict[str, tuple[str, ...]]:
+        """Each job's children. Built when first asked (the coordinator, a closure): a resume plan
+        and ``status`` only walk parents, and this was a third of the graph's cost."""
         children: dict[str, list[str]] = {}
-        for job_id, deps in pred.items():
+        for job_id, deps in self.pred.items():
             for dep in deps:
                 if dep in children:
                     children[dep].append(job_id)
                 else:
                     children[dep] = [job_id]
-        self.pred = pred
-        self.succ: dict[str, tuple[str, ...]] = {
-            job_id: tuple(children[job_id]) if job_id in children else () for job_id in pred
-        }
+        return {job_id: tuple(children[job_id]) if job_id in children else () for job_id in self.pred}
 
     @cached_property
     def _kahn(self) -> list[str]:

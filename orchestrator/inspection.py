@@ -21,7 +21,7 @@ from orchestrator.notify import status_rows
 from orchestrator.planner import PlanRequest, plan
 from orchestrator.preview import preview
 from orchestrator.run_inputs import RunInputs, runnable, shown_command
-from orchestrator.state import derived_run_status
+from orchestrator.state import PENDING, derived_run_status
 from orchestrator.stored import stored_workflow
 from orchestrator.workflow import Workflow
 from workers.secrets import mask_env
@@ -54,6 +54,7 @@ def status_and_workflow(
         jobs = runnable(workflow, inputs, run_id).jobs  # what a resume would run, rendered
     except UserError:
         jobs = workflow.jobs
+    states = view.state.jobs  # plain lookups below: once per job
     out = {
         "run_id": run_id,
         "application_name": record.run.application_name,
@@ -66,7 +67,7 @@ def status_and_workflow(
         if holder is None
         else {"host": holder.host, "pid": holder.pid, "what": holder.what, "since": iso(holder.since)},
         "attempts": [_attempt(a) for a in record.attempts],
-        "jobs": {job_id: view.state[job_id].as_dict() for job_id in workflow.jobs},
+        "jobs": {job_id: states.get(job_id, PENDING).as_dict() for job_id in workflow.jobs},
         "notifications": alerts,
         # Beside "jobs" (whose entries keep SPEC's shape): each job's command as a resume renders it.
         "commands": {job_id: shown_command(job) for job_id, job in jobs.items()},

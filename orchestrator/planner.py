@@ -10,6 +10,7 @@ or running in the same plan; nothing effectively SUCCESS runs unless it was roll
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from orchestrator.dag import Dag
 from orchestrator.errors import UnknownJobError
@@ -28,8 +29,10 @@ class PlanRequest:
     new_jobs: frozenset[str] = frozenset()  # jobs not in the previous attempt's workflow
 
 
-@dataclass(frozen=True, slots=True)
-class JobDecision:
+class JobDecision(NamedTuple):
+    """One job's decision. A tuple: a plan makes one per job (100,000s), a frozen dataclass's
+    ``__init__`` cost four times as much."""
+
     job_id: str
     runs: bool
     reason: str  # a RunReason when it runs, a SkipReason when it does not
@@ -100,15 +103,19 @@ def _plan_resume(dag: Dag, state: RunState, request: PlanRequest, rules: dict[st
     decisions: dict[str, JobDecision] = {}
     blocked: dict[str, str] = {}  # job -> an ancestor that is neither satisfied nor running
     states, pred = state.jobs, dag.pred  # plain lookups: this loop runs once per job (100,000s)
+    success, default_rule = JobStatus.SUCCESS, TriggerRule.ALL_SUCCESS
     for j in dag.order:
         decision = _decide(j, states.get(j, PENDING), request, rollbacks, changed)
-        rule = rules.get(j, TriggerRule.ALL_SUCCESS)
+        rule = rules.get(j, default_rule)
         culprit = None
         for p in pred[j]:
             if p in blocked:
                 culprit = blocked[p]
                 break
-            if not (decisions[p].runs or _satisfies(states.get(p, PENDING).status, rule)):
+            if decisions[p].runs:
+                continue
+            parent = states.get(p, PENDING)
+            if parent.status is not success and not _satisfies(parent.status, rule):
                 culprit = p
                 break
         if culprit is not None:
@@ -144,7 +151,7 @@ def _decide(
         return JobDecision(job_id, True, RunReason.ROLLED_BACK)
     if job_id in changed:
         return JobDecision(job_id, True, RunReason.CHANGED)
-    if current.is_success:
+    if current.status is JobStatus.SUCCESS:
         reason = SkipReason.MARKED_SUCCESS if current.marked else SkipReason.ALREADY_SUCCEEDED
         return JobDecision(job_id, False, reason)
     if request.failed_only:
