@@ -27,18 +27,19 @@ KEYS = st.text(max_size=5) | st.integers(-5, 5) | st.booleans() | st.none()  # j
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.dictionaries(KEYS, VALUES, max_size=5) | VALUES, st.integers(0, 3))
-def test_streamed_json_is_json_dumps(data, threshold):
+@given(st.dictionaries(KEYS, VALUES, max_size=5) | VALUES, st.integers(0, 3), st.integers(1, 3))
+def test_streamed_json_is_json_dumps(data, threshold, chunk):
     import contextlib
     import io
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        old, render.STREAM_ITEMS = render.STREAM_ITEMS, threshold  # small: every list and dict streams
+        old = render.STREAM_ITEMS, render.STREAM_CHUNK
+        render.STREAM_ITEMS, render.STREAM_CHUNK = threshold, chunk  # small: every list and dict streams
         try:
             render.emit_json(data)
         finally:
-            render.STREAM_ITEMS = old
+            render.STREAM_ITEMS, render.STREAM_CHUNK = old
     assert out.getvalue() == json.dumps(data, default=str) + "\n"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator, Sequence
+from itertools import islice
 from typing import Any
 
 import click
@@ -19,6 +20,7 @@ def is_tty() -> bool:
 # ``--json`` of 100,000 jobs: a top-level list or mapping this long is written an item at a time, in
 # writes of about a megabyte, instead of as one text of the whole (~100 MB for `history --json`).
 STREAM_ITEMS = 1000
+STREAM_CHUNK = 500  # items encoded together
 _ENCODER = json.JSONEncoder(default=str)  # what json.dumps(data, default=str) uses
 
 
@@ -45,13 +47,17 @@ def _pieces(data: Any) -> Iterator[str]:
         yield f"{', ' if i else ''}{_ENCODER.encode(key)}: "
         if isinstance(value, list) and len(value) > STREAM_ITEMS:
             yield "["
-            for k, item in enumerate(value):
-                yield f"{', ' if k else ''}{_ENCODER.encode(item)}"
+            for k in range(0, len(value), STREAM_CHUNK):
+                # A slice encoded as a list, its brackets cut off: the items exactly as json writes
+                # them, one encoder call per slice (one per item was a fifth of `status --json`).
+                yield f"{', ' if k else ''}{_ENCODER.encode(value[k : k + STREAM_CHUNK])[1:-1]}"
             yield "]"
         elif isinstance(value, dict) and len(value) > STREAM_ITEMS and all(type(k) is str for k in value):
             yield "{"
-            for k, (name, item) in enumerate(value.items()):
-                yield f"{', ' if k else ''}{_ENCODER.encode(name)}: {_ENCODER.encode(item)}"
+            items = iter(value.items())
+            for k in range(0, len(value), STREAM_CHUNK):
+                chunk = dict(islice(items, STREAM_CHUNK))
+                yield f"{', ' if k else ''}{_ENCODER.encode(chunk)[1:-1]}"
             yield "}"
         else:
             yield _ENCODER.encode(value)
@@ -67,7 +73,7 @@ def warning(text: str) -> None:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
-    cells = [["" if v is None else str(v) for v in row] for row in rows]
+    cells = [[v if type(v) is str else "" if v is None else str(v) for v in row] for row in rows]
     if is_tty():
         from rich.console import Console
         from rich.table import Table
@@ -77,10 +83,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | No
             t.add_row(*row, style=_row_style(row))
         Console().print(t)
         return
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    columns = list(zip(*cells, strict=True)) or [()] * len(headers)
+    widths = [max([len(h), *map(len, column)]) for h, column in zip(headers, columns, strict=True)]
+    # One format for every row (a cell's text is an argument, never part of the format): padding
+    # cell by cell was a quarter of `status` on 100,000 jobs.
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [title] if title else []
-    out.append("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
-    out.extend("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+    out.append(fmt.format(*headers).rstrip())
+    out.extend(fmt.format(*row).rstrip() for row in cells)
     line("\n".join(out))  # one write: 100,000 rows echoed one by one took seconds
 
 
