@@ -288,6 +288,33 @@ def test_the_queue_watch_reports_each_unconsumed_queue_once():
     assert watch.unconsumed(consumers) == ["heavy"] and watch.said == {"heavy"}
 
 
+def test_the_queue_watch_reports_timeouts_in_deadline_order_once_and_not_for_jobs_that_left():
+    from orchestrator.queue_watch import QueueWatch
+
+    now = [0.0]
+    watch = QueueWatch(clock=lambda: now[0])
+
+    class T:
+        queue = "q"
+
+    watch.queued_now("slow", T(), timeout=30)
+    watch.queued_now("none", T(), timeout=None)
+    watch.queued_now("fast", T(), timeout=5)
+    watch.queued_now("gone", T(), timeout=1)
+    watch.left_queue("gone")  # started before its deadline
+    now[0] = 2.0
+    watch.queued_now("again", T(), timeout=5)  # queued, left, queued again later: the new deadline counts
+    watch.left_queue("again")
+    watch.queued_now("again", T(), timeout=5)
+    assert watch.next_deadline() == 5 and watch.timed_out() == []
+    now[0] = 6.0
+    assert watch.timed_out() == [("fast", "q", 5)] and watch.timed_out() == []
+    assert watch.next_deadline() == 7.0
+    now[0] = 100.0
+    assert [j for j, _, _ in watch.timed_out()] == ["again", "slow"]
+    assert watch.next_deadline() is None and list(watch.queued) == ["slow", "none", "fast", "again"]
+
+
 @pytest.mark.parametrize("pause", ["1.2", "0"])
 def test_follow_a_job_running_on_a_celery_worker(celery_cli, work, pause):
     """The worker asks at most once a second whether someone follows. With a pause, "second" comes
