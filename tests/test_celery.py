@@ -147,24 +147,30 @@ def test_redis_restarted_mid_run_with_aof_the_run_finishes(own_redis, own_cli, o
 
 
 def test_a_dispatch_waits_out_a_short_outage(own_redis, tmp_path):
-    # Celery's publish retry policy (workers.celery_app) is what rides it out: one copy is queued.
+    # Submitted jobs wait for the coordinator's flush, then go in one pipeline (kombu's
+    # Producer.batch); the executor's patience rides out the outage: one copy of each is queued.
     from orchestrator.executors.celery import CeleryExecutor
     from orchestrator.settings import Settings
     from workers import keys
     from workers.spec import JobTask
 
     executor = CeleryExecutor(Settings.from_env({}, home=tmp_path, broker_url=own_redis.url), "s")
+    client = own_redis.client()
+    for job in ("a", "b", "c"):
+        executor.submit(JobTask(run_id=7, attempt_id=1, job_id=job, command="true", epoch=1))
+    assert client.llen("default") == 0  # nothing sent before the flush
+    client.close()
     own_redis.stop()
     back = threading.Timer(1.0, own_redis.start)  # the outage itself, not a synchronization
     back.start()
     try:
-        executor.submit(JobTask(run_id=7, attempt_id=1, job_id="a", command="true", epoch=1))
+        executor.flush()
     finally:
         back.join()
         executor.close()
     client = own_redis.client()
-    (message,) = client.lrange("default", 0, -1)
-    assert json.loads(message)["headers"]["id"] == keys.task_id(7, 1, "a", 1)
+    ids = sorted(json.loads(m)["headers"]["id"] for m in client.lrange("default", 0, -1))
+    assert ids == sorted(keys.task_id(7, 1, job, 1) for job in ("a", "b", "c"))
     client.close()
 
 
