@@ -30,8 +30,8 @@ class PlanRequest:
 
 
 class JobDecision(NamedTuple):
-    """One job's decision. A tuple: a plan makes one per job (100,000s), a frozen dataclass's
-    ``__init__`` cost four times as much."""
+    """One job's decision. A tuple: a plan makes one per job (100,000s), and a frozen dataclass's
+    ``__init__`` costs about twice as much (0.8 µs against 0.4)."""
 
     job_id: str
     runs: bool

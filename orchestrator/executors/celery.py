@@ -104,14 +104,13 @@ class CeleryExecutor(Executor):
 
     def _publish(self, tasks: list[JobTask]) -> None:
         """Publish ``tasks`` in one Redis pipeline (kombu's ``Producer.batch``): one round trip and
-        one Redis client for the lot instead of each (a coordinator spent 1.5 ms of CPU a job on
-        them). Celery's publish retry covers no pipeline, so the whole batch is retried patiently;
+        one Redis client for the lot instead of each (2,000 jobs: the dispatching thread's CPU
+        3.7 -> 3.1 s). Celery's publish retry covers no pipeline, so the whole batch is retried patiently;
         a task that had reached Redis before a failure is then published twice, and the worker's
         claim (the dispatch's lease, ``workers.channel``) runs it once."""
-        with self.app.producer_or_acquire() as producer:
-            with producer.batch(max_size=len(tasks)):
-                for task in tasks:
-                    self._send(task, producer)
+        with self.app.producer_or_acquire() as producer, producer.batch(max_size=len(tasks)):
+            for task in tasks:
+                self._send(task, producer)
 
     def _send(self, task: JobTask, producer: Any) -> None:
         payload = task.to_dict()
