@@ -42,28 +42,21 @@ def make_engine(url: str, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> E
     writer: a coordinator must get back to renewing its lock, so it passes a fraction of the TTL
     (a longer wait is an outage it rides out, see ``orchestrator.history_health``)."""
     url = normalize_url(url)
+    every = {"json_serializer": write_json}  # every engine writes its JSON columns the same way
     try:
         parsed = make_url(url)
         if parsed.get_backend_name() != "sqlite":
             # A server that does not answer must not hold a coordinator's loop for minutes.
             connect_args = {"connect_timeout": 10} if parsed.get_backend_name() == "postgresql" else {}
             return create_engine(
-                url,
-                pool_pre_ping=True,
-                pool_size=5,
-                max_overflow=10,
-                connect_args=connect_args,
-                json_serializer=write_json,
+                url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args=connect_args, **every
             )
         if parsed.database and parsed.database != ":memory:":
             private_file(Path(parsed.database).expanduser())
-            engine = create_engine(url, connect_args={"check_same_thread": False}, json_serializer=write_json)
+            engine = create_engine(url, connect_args={"check_same_thread": False}, **every)
         else:  # one shared connection, or every connection would see its own empty in-memory database
             engine = create_engine(
-                url,
-                connect_args={"check_same_thread": False},
-                poolclass=StaticPool,
-                json_serializer=write_json,
+                url, connect_args={"check_same_thread": False}, poolclass=StaticPool, **every
             )
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise UserError(f"database URL {safe_url(url)} is not usable: {_first_line(exc)}") from None
