@@ -18,9 +18,10 @@ from orchestrator.executors.stream import StreamReader, ensure_group
 from orchestrator.locks.base import LockOwner
 from orchestrator.locks.redlock import RedlockManager
 from workers import keys
-from workers.channel import Channel, Claim
+from workers.channel import DONE_TTL_MS, Channel, Claim
 from workers.spec import JobResult, JobTask, TryRecord
 from workers.statuses import JobStatus
+from workers.wire import decode_event
 
 
 @pytest.fixture
@@ -168,3 +169,35 @@ def test_runs_of_two_databases_sharing_one_redis_never_collide(redis):
     assert channel.claim(first, "w1") == Claim.RUN
     channel.ended(first, JobResult(1, 1, "j", [TryRecord(1, JobStatus.SUCCESS, 0, 1.0, 2.0, "w1")]), "w1")
     assert channel.claim(second, "w2") == Claim.RUN  # run 1 of another database is another run
+
+
+def test_a_job_end_is_one_round_trip_that_closes_only_its_own_lease(redis, monkeypatch):
+    """The end goes out as one script call (a pipeline holding a script costs a SCRIPT EXISTS
+    first: one round trip more per job). It is appended even when the lease is no longer the
+    worker's — the coordinator decides — and then leaves that lease as it was."""
+    from redis.connection import AbstractConnection
+
+    channel = Channel(redis, ttl=5)
+    done = JobResult(1, 1, "a", [TryRecord(1, JobStatus.SUCCESS, 0, 1.0, 2.0, "w1")])
+    assert channel.claim(task(job="a"), "w1") == Claim.RUN
+    channel.ended(task(job="a"), done, "w1")  # the first call loads the script
+    assert channel.claim(task(job="b"), "w1") == Claim.RUN
+    sends = []
+    real = AbstractConnection.send_packed_command
+    monkeypatch.setattr(
+        AbstractConnection,
+        "send_packed_command",
+        lambda self, *a, **k: sends.append(1) or real(self, *a, **k),
+    )
+    channel.ended(task(job="b"), JobResult(1, 1, "b", done.tries), "w1")
+    assert len(sends) == 1
+    monkeypatch.undo()
+
+    assert channel.claim(task(job="c"), "w1") == Claim.RUN
+    redis.set(keys.lease("", 1, 1, "c", 1), keys.LOST)  # declared lost meanwhile
+    channel.ended(task(job="c"), JobResult(1, 1, "c", done.tries), "w1")
+    assert redis.get(keys.lease("", 1, 1, "c", 1)) == keys.LOST.encode()
+    assert 0 < redis.pttl(keys.lease("", 1, 1, "b", 1)) <= DONE_TTL_MS
+    assert redis.get(keys.lease("", 1, 1, "b", 1)) == keys.DONE.encode()
+    events = [decode_event(fields[b"e"]) for _, fields in redis.xrange(keys.events("", 1))]
+    assert [e.job_id for e in events if e.kind == "ended"] == ["a", "b", "c"]

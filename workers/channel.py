@@ -5,7 +5,8 @@ reads them in batches with XREADGROUP and acknowledges them once they are in the
 coordinator that restarts reads whatever it had not recorded yet.
 
 A job costs two round trips to Redis: one script claims it (fencing epoch, cancel flag, lease) and
-announces its start; one pipeline reports its end and closes its lease.
+announces its start; one script reports its end and closes its lease. (Scripts are called alone, never
+in a pipeline: redis-py sends a pipeline holding a script a ``SCRIPT EXISTS`` first, a round trip more.)
 """
 
 from __future__ import annotations
@@ -44,12 +45,14 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-# Close a lease as done, only if still ours; done leases live long enough to stop any redelivery.
-_FINISH = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+# The job's end on its run's stream, then its lease closed as done if still ours (done leases live
+# long enough to stop any redelivery). KEYS: events, lease. ARGV: owner, done, ttl ms, event fields.
+_END = """
+redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4))
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 end
-return 0
+return 1
 """
 DONE_TTL_MS = 7 * 24 * 3600 * 1000
 EMIT_PATIENCE_SECONDS = 300.0
@@ -75,7 +78,7 @@ class Channel:
         self.ttl_ms = int(ttl * 1000)
         self._claim = redis.register_script(_CLAIM)
         self._renew = redis.register_script(_RENEW)
-        self._finish = redis.register_script(_FINISH)
+        self._end = redis.register_script(_END)
 
     def _lease(self, task: JobTask) -> str:
         return keys.lease(task.scope, task.run_id, task.attempt_id, task.job_id, task.first_try)
@@ -125,35 +128,30 @@ class Channel:
         """A retry's start (the first try was announced by ``claim``). Sent while the try runs
         unsupervised, so the caller bounds the wait (the try's end carries the same facts)."""
         event = {"try": try_number, "worker": worker, "pid": pid, "at": at}
-        self._send(task, [("started", event)], patience=patience)
+        self._append(task, "started", event, patience)
 
     def try_ended(self, task: JobTask, record: TryRecord) -> None:
-        self._send(task, [("try", record.to_dict())])
+        self._append(task, "try", record.to_dict())
 
     def ended(self, task: JobTask, result: JobResult, owner: str) -> None:
         """The job's end and the lease's close in one round trip. The final event carries every try,
         so a coordinator reading only it (its predecessor acked the others) still records them all."""
-        self._send(task, [("ended", result.to_dict())], close_lease=owner)
+        flat = [v for pair in _fields(task, "ended", result.to_dict()).items() for v in pair]
+        events, lease = keys.events(task.scope, task.run_id), self._lease(task)
+        self._patiently(
+            lambda: self._end(keys=[events, lease], args=[owner, keys.DONE, DONE_TTL_MS, *flat]),
+            task,
+            EMIT_PATIENCE_SECONDS,
+        )
 
-    def _send(
-        self,
-        task: JobTask,
-        events: list[tuple[str, dict]],
-        close_lease: str | None = None,
-        patience: float = EMIT_PATIENCE_SECONDS,
-    ) -> None:
-        def append() -> None:
-            pipe = self.redis.pipeline(transaction=False)
-            for kind, body in events:
-                pipe.xadd(keys.events(task.scope, task.run_id), _fields(task, kind, body))
-            if close_lease is not None:
-                self._finish(
-                    keys=[self._lease(task)], args=[close_lease, keys.DONE, DONE_TTL_MS], client=pipe
-                )
-            pipe.execute()
+    def _append(self, task: JobTask, kind: str, body: dict, patience: float = EMIT_PATIENCE_SECONDS) -> None:
+        fields, events = _fields(task, kind, body), keys.events(task.scope, task.run_id)
+        self._patiently(lambda: self.redis.xadd(events, fields), task, patience)
 
+    @staticmethod
+    def _patiently(send: Callable[[], object], task: JobTask, patience: float) -> None:
         # A result must not be lost to a Redis restart: keep trying (bounded) until it is appended.
-        patiently(append, patience=patience, what=f"job {task.job_id!r} of run {task.run_id}")
+        patiently(send, patience=patience, what=f"job {task.job_id!r} of run {task.run_id}")
 
 
 @dataclass(slots=True)
