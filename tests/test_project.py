@@ -98,3 +98,68 @@ def test_every_command_and_the_local_pool_run_with_the_collector_tuned_for_large
 
     assert out.strip() == f"{THRESHOLDS} True"
     assert "tune_collector()" in Path(__file__).parents[1].joinpath("workers/pool.py").read_text()
+
+
+def test_commands_that_only_read_run_without_a_cyclic_collection_and_give_the_collector_back(
+    home, tmp_path, monkeypatch
+):
+    """Everything `status` builds survives until it is printed, so each young collection re-walks
+    it all (0.35 s of `status` on 100,000 jobs): a reading command pauses the collector from the
+    moment its context opens until it closed, and gives it back as it was (a CLI runner in a
+    long-lived process keeps it)."""
+    import gc
+    import json
+
+    from click.testing import CliRunner
+
+    from orchestrator.cli.main import cli
+    from orchestrator.context import Context
+
+    flow = tmp_path / "flow.json"
+    flow.write_text(json.dumps({"application_name": "gc", "jobs": [{"id": "a", "command": "true"}]}))
+    events: list[str] = []  # "open", a collection's generation, "close"
+    opened, closed = Context.__init__, Context.close
+
+    def open_(self, *args, **kwargs):
+        events.append("open")
+        opened(self, *args, **kwargs)
+
+    def close(self):
+        closed(self)
+        events.append("close")
+
+    monkeypatch.setattr(Context, "__init__", open_)
+    monkeypatch.setattr(Context, "close", close)
+
+    def count(phase: str, info: dict) -> None:
+        if phase == "start":
+            events.append(str(info["generation"]))
+
+    runner = CliRunner()
+    previous = gc.get_threshold()
+    gc.set_threshold(1)  # a collection on nearly every allocation: any left running is seen
+    gc.callbacks.append(count)
+    inside: dict[str, int] = {}
+    try:
+        for args in (
+            ["run", str(flow)],
+            ["status", "1"],
+            ["status", "1", "--json"],
+            ["history", "1", "--json"],
+            ["runs"],
+            ["audit", "1"],
+            ["resume", "1", "--dry-run"],
+            ["run", str(flow), "--dry-run"],
+        ):
+            events.clear()
+            result = runner.invoke(cli, args)
+            assert result.exit_code == 0, (args, result.output)
+            assert gc.isenabled(), args
+            window = events[events.index("open") : events.index("close")]
+            name = "run" if args[0] == "run" and "--dry-run" not in args else " ".join(args[:1] + args[2:])
+            inside[name] = len(window) - 1
+    finally:
+        gc.callbacks.remove(count)
+        gc.set_threshold(*previous)
+    assert inside.pop("run") > 0  # a coordinator (it may live for days) keeps its collector
+    assert inside == dict.fromkeys(inside, 0), inside

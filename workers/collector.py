@@ -5,11 +5,18 @@ With Python's default thresholds (a collection every 700 allocations, a full one
 the collector walks them again and again: a third of ``status`` on a 100,000-job run. Tuned, it
 still runs — reference cycles are still freed in a coordinator that lives for days — but a hundred
 times less often, and never again over what the imports made.
+
+A command that only reads, prints and exits (``status``, ``history``, a dry run) keeps everything it
+builds until it prints: each young collection walks 100,000 objects that all survive (29 of them,
+0.35 s of ``status`` on a 100,000-job run). It pauses the collector while it works (``paused``): its
+few cycles are freed after, and its peak memory was measured the same (279 MiB either way).
 """
 
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 THRESHOLDS = (100_000, 20, 10)  # allocations before a young collection; young ones per older one
 
@@ -18,3 +25,16 @@ def tune_collector() -> None:
     """Call once, after the imports: they are frozen out of every later collection."""
     gc.freeze()
     gc.set_threshold(*THRESHOLDS)
+
+
+@contextmanager
+def paused() -> Iterator[None]:
+    """No cyclic collection inside (a command that reads the history, prints and exits); the
+    collector as it was after, so a caller in a long-lived process (a test's CLI runner) keeps it."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()

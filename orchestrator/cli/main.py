@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import click
 
@@ -74,19 +74,23 @@ def _settings(ctx: click.Context):
 
 
 @contextmanager
-def _context(ctx: click.Context):
+def _context(ctx: click.Context, *, reads_only: bool = False):
+    """The command's context. ``reads_only``: the command reads the history and prints it (no
+    coordinator, no server loop), with the cyclic collector paused (``workers.collector.paused``)."""
     import logging
 
     from orchestrator.context import Context
+    from workers.collector import paused
 
     logging.basicConfig(level=logging.WARNING, format="executioner: %(message)s", stream=sys.stderr)
     # pottery logs a full traceback for every Redis error it retries; we say what matters in one line.
     logging.getLogger("pottery").setLevel(logging.CRITICAL)
-    c = Context(_settings(ctx))
-    try:
-        yield c
-    finally:
-        c.close()
+    with paused() if reads_only else nullcontext():
+        c = Context(_settings(ctx))
+        try:
+            yield c
+        finally:
+            c.close()
 
 
 def _json_option(f):
@@ -227,9 +231,9 @@ def run(
         slot=slot_from_json(slot_json) if slot_json else None,
     )
     request.params = _given_params(param_items, params_file)
-    with _context(ctx) as c:
+    with _context(ctx, reads_only=dry_run) as c:
         result = start_run(c, request, _reporter(as_json or dry_run), _cancel_on_signals)
-    _finish_attempt(result, as_json)
+        _finish_attempt(result, as_json)  # a dry run's plan printed with the collector still paused
 
 
 @cli.command()
@@ -289,11 +293,11 @@ def resume(
         params=dict.fromkeys(param_items, ""),
         user=as_user,
     )
-    with _context(ctx) as c:
+    with _context(ctx, reads_only=dry_run) as c:
         result = resume_run(
             c, request, _reporter(as_json or dry_run), _cancel_on_signals, warn=render.warning
         )
-    _finish_attempt(result, as_json)
+        _finish_attempt(result, as_json)
 
 
 @cli.command("mark-success")
@@ -338,7 +342,7 @@ def status(ctx, run_id, as_json) -> None:
     """Attempts, effective job states, and the plan a resume would follow."""
     from orchestrator.inspection import run_status
 
-    with _context(ctx) as c:
+    with _context(ctx, reads_only=True) as c:
         render.status(run_status(c, run_id), as_json=as_json)
 
 
@@ -355,7 +359,7 @@ def runs(ctx, limit, application, status, logical_date, as_json) -> None:
     """Recent runs, newest first."""
     from orchestrator.listing import run_filter, runs_list
 
-    with _context(ctx) as c:
+    with _context(ctx, reads_only=True) as c:
         render.runs(runs_list(c, limit, run_filter(application, status, logical_date)), as_json=as_json)
 
 
@@ -400,7 +404,7 @@ def audit(ctx, run_id, as_json) -> None:
     """Who marked, rolled back or force-resumed RUN_ID, from which host, when, after which attempt."""
     from orchestrator.inspection import run_audit
 
-    with _context(ctx) as c:
+    with _context(ctx, reads_only=True) as c:
         render.audit(run_audit(c, run_id), as_json=as_json)
 
 
@@ -413,7 +417,7 @@ def history(ctx, run_id, job_id, as_json) -> None:
     """Every job of every attempt, with every try and its exit code."""
     from orchestrator.inspection import run_history
 
-    with _context(ctx) as c:
+    with _context(ctx, reads_only=True) as c:
         render.history(run_history(c, run_id, job_id), as_json=as_json)
 
 
