@@ -163,3 +163,45 @@ def test_commands_that_only_read_run_without_a_cyclic_collection_and_give_the_co
         gc.set_threshold(*previous)
     assert inside.pop("run") > 0  # a coordinator (it may live for days) keeps its collector
     assert inside == dict.fromkeys(inside, 0), inside
+
+
+def test_a_paused_collector_leaves_what_was_built_unwalked_unpinned_and_collectable():
+    """After the pause, what is still alive waits in the oldest generation: not for one young walk
+    over all of it (a dry run's plan), not pinned for ever (a cycle made inside is still freed)."""
+    import gc
+    import weakref
+
+    import pytest
+
+    from workers.collector import paused
+
+    class Node:
+        pass
+
+    walks: list[int] = []
+
+    def walked(phase: str, info: dict) -> None:
+        if phase == "start":
+            walks.append(info["generation"])
+
+    frozen = gc.get_freeze_count()
+    with paused():
+        assert not gc.isenabled()
+        kept = [[i] for i in range(50_000)]  # containers the collector tracks
+        node = Node()
+        node.me = node  # a cycle: only the collector can free it
+        gone = weakref.ref(node)
+        gc.callbacks.append(walked)
+    try:
+        assert gc.isenabled()
+        [[i] for i in range(gc.get_threshold()[0] // 2)]  # fewer than a young collection waits for
+        assert walks == [], walks  # no young walk over the 50,000 survivors
+    finally:
+        gc.callbacks.remove(walked)
+    assert gc.get_freeze_count() <= frozen
+    del node
+    gc.collect()
+    assert gone() is None and len(kept) == 50_000
+    with pytest.raises(RuntimeError), paused():
+        raise RuntimeError("a command that fails")
+    assert gc.isenabled()
