@@ -165,9 +165,10 @@ def test_commands_that_only_read_run_without_a_cyclic_collection_and_give_the_co
     assert inside == dict.fromkeys(inside, 0), inside
 
 
-def test_a_paused_collector_leaves_what_was_built_unwalked_unpinned_and_collectable():
-    """After the pause, what is still alive waits in the oldest generation: not for one young walk
-    over all of it (a dry run's plan), not pinned for ever (a cycle made inside is still freed)."""
+def test_a_paused_collector_leaves_what_was_built_unwalked_and_collects_what_comes_after():
+    """After the pause, what is still alive is frozen out of the collector: not walked in one young
+    collection (a dry run's plan) nor again at exit; reference counting still frees it, and what is
+    built after the pause is collected as before (cycles included)."""
     import gc
     import weakref
 
@@ -184,24 +185,32 @@ def test_a_paused_collector_leaves_what_was_built_unwalked_unpinned_and_collecta
         if phase == "start":
             walks.append(info["generation"])
 
-    frozen = gc.get_freeze_count()
-    with paused():
-        assert not gc.isenabled()
-        kept = [[i] for i in range(50_000)]  # containers the collector tracks
+    def cycle() -> weakref.ref:
         node = Node()
-        node.me = node  # a cycle: only the collector can free it
-        gone = weakref.ref(node)
-        gc.callbacks.append(walked)
+        node.me = node  # only the cyclic collector can free it
+        return weakref.ref(node)
+
+    frozen = gc.get_freeze_count()
     try:
+        with paused():
+            assert not gc.isenabled()
+            kept = [[i] for i in range(50_000)]  # containers the collector tracks
+            plain = Node()
+            freed = weakref.ref(plain)
+            gc.callbacks.append(walked)
         assert gc.isenabled()
         [[i] for i in range(gc.get_threshold()[0] // 2)]  # fewer than a young collection waits for
         assert walks == [], walks  # no young walk over the 50,000 survivors
+        assert gc.get_freeze_count() >= frozen + 50_000
+        del plain
+        assert freed() is None and len(kept) == 50_000  # reference counting as ever
+        later = cycle()
+        gc.collect()
+        assert later() is None
     finally:
-        gc.callbacks.remove(walked)
-    assert gc.get_freeze_count() <= frozen
-    del node
-    gc.collect()
-    assert gone() is None and len(kept) == 50_000
+        if walked in gc.callbacks:
+            gc.callbacks.remove(walked)
+        gc.unfreeze()  # nothing left pinned for the tests after this one
     with pytest.raises(RuntimeError), paused():
         raise RuntimeError("a command that fails")
     assert gc.isenabled()
