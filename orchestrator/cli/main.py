@@ -76,21 +76,24 @@ def _settings(ctx: click.Context):
 @contextmanager
 def _context(ctx: click.Context, *, reads_only: bool = False):
     """The command's context. ``reads_only``: the command reads the history and prints it (no
-    coordinator, no server loop), with the cyclic collector paused (``workers.collector.paused``)."""
+    coordinator, no server loop), with the cyclic collector paused (``workers.collector.paused``).
+    What lives until the command ends is frozen out of the collector (``workers.collector.settle``)."""
     import logging
 
     from orchestrator.context import Context
-    from workers.collector import paused
+    from workers.collector import paused, settle
 
     logging.basicConfig(level=logging.WARNING, format="executioner: %(message)s", stream=sys.stderr)
     # pottery logs a full traceback for every Redis error it retries; we say what matters in one line.
     logging.getLogger("pottery").setLevel(logging.CRITICAL)
     with paused() if reads_only else nullcontext():
         c = Context(_settings(ctx))
+        settle()  # the command's imports and its context
         try:
             yield c
         finally:
             c.close()
+            settle()  # all that is still alive ends with the process
 
 
 def _json_option(f):
