@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.harness import CaseResult, machine, write_results
+from workers.collector import tune_collector
 
 FULL = {
     "wide": 1000,
@@ -107,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown case(s): {', '.join(unknown)}")
     size = SMOKE if args.smoke else FULL
     repeat = args.repeat or size["repeat"]
+    # The in-process cases run in this process: its collector tuned as `executioner` tunes its own
+    # (workers.collector), or they would measure a default no command runs with. The plain Celery
+    # group's client runs here too, so its baseline gets the same.
+    tune_collector()
     info = machine()
     print(
         f"# {info['date']} {info['cpus']} CPUs, Python {info['python']}, load {info['load_average']}"
