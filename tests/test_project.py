@@ -119,7 +119,7 @@ def test_commands_that_only_read_run_without_a_cyclic_collection_and_give_the_co
 
     flow = tmp_path / "flow.json"
     flow.write_text(json.dumps({"application_name": "gc", "jobs": [{"id": "a", "command": "true"}]}))
-    events: list[str] = []  # "open", a collection's generation, "close"
+    events: list[str] = []  # "open", "settle", a collection's generation, "close"
     opened, closed = Context.__init__, Context.close
 
     def open_(self, *args, **kwargs):

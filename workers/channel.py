@@ -5,8 +5,9 @@ reads them in batches with XREADGROUP and acknowledges them once they are in the
 coordinator that restarts reads whatever it had not recorded yet.
 
 A job costs two round trips to Redis: one script claims it (fencing epoch, cancel flag, lease) and
-announces its start; one script reports its end and closes its lease. (Scripts are called alone, never
-in a pipeline: redis-py sends a pipeline holding a script a ``SCRIPT EXISTS`` first, a round trip more.)
+announces its start; one script reports its end and closes its lease. (The end is a script call, not
+a pipeline holding one: redis-py sends such a pipeline a ``SCRIPT EXISTS`` first, a round trip more
+per job. The heartbeat's renewals do go in one, once a tick for all of a worker's jobs.)
 """
 
 from __future__ import annotations
