@@ -73,6 +73,11 @@ def _fields(task: JobTask, kind: str, body: dict) -> dict:
     return {"e": encode_event(kind, task.attempt_id, task.job_id, task.first_try, task.epoch, body)}
 
 
+def _script_args(task: JobTask, kind: str, body: dict) -> list[str]:
+    """An event's fields as a script's XADD takes them: name, value, name, value..."""
+    return [v for pair in _fields(task, kind, body).items() for v in pair]
+
+
 class Channel:
     def __init__(self, redis: Redis, ttl: float) -> None:
         self.redis = redis
@@ -86,10 +91,8 @@ class Channel:
 
     def claim(self, task: JobTask, owner: str, worker: str = "") -> str:
         """Take the dispatch (or say why not); on success its first try is announced as started."""
-        started = _fields(
-            task, "started", {"try": task.first_try, "worker": worker, "pid": None, "at": time.time()}
-        )
-        flat = [v for pair in started.items() for v in pair]
+        started = {"try": task.first_try, "worker": worker, "pid": None, "at": time.time()}
+        flat = _script_args(task, "started", started)
         result = self._claim(
             keys=[
                 keys.epoch(task.scope, task.run_id),
@@ -137,7 +140,7 @@ class Channel:
     def ended(self, task: JobTask, result: JobResult, owner: str) -> None:
         """The job's end and the lease's close in one round trip. The final event carries every try,
         so a coordinator reading only it (its predecessor acked the others) still records them all."""
-        flat = [v for pair in _fields(task, "ended", result.to_dict()).items() for v in pair]
+        flat = _script_args(task, "ended", result.to_dict())
         events, lease = keys.events(task.scope, task.run_id), self._lease(task)
         self._patiently(
             lambda: self._end(keys=[events, lease], args=[owner, keys.DONE, DONE_TTL_MS, *flat]),
