@@ -67,7 +67,8 @@ def run_cases(names: list[str], size: dict, repeat: int, scratch: Path) -> list[
         for result in local_cases.local_wide(scratch, size["wide"], repeat):
             report(result)
     if "local-chain" in names:
-        report(local_cases.local_chain(scratch, size["chain"], repeat))
+        for result in local_cases.local_chain(scratch, size["chain"], repeat):
+            report(result)
     if {"celery-wide", "celery-chain"} & set(names):
         from benchmarks import celery_cases
         from benchmarks.servers import Stack
@@ -77,11 +78,14 @@ def run_cases(names: list[str], size: dict, repeat: int, scratch: Path) -> list[
                 for result in celery_cases.celery_wide(stack, scratch, size["cwide"], repeat):
                     report(result)
             if "celery-chain" in names:
-                report(celery_cases.celery_chain(stack, scratch, size["cchain"], repeat))
+                for result in celery_cases.celery_chain(stack, scratch, size["cchain"], repeat):
+                    report(result)
     if "plan-fresh" in names:
-        report(planning.plan_fresh(scratch, size["plan"], repeat))
+        for result in planning.plan_fresh(scratch, size["plan"], repeat):
+            report(result)
     if "plan-resume" in names:
-        report(planning.plan_resume(scratch, size["plan"], size["attempts"], repeat))
+        for result in planning.plan_resume(scratch, size["plan"], size["attempts"], repeat):
+            report(result)
     if "memory" in names:
         report(memory.memory(scratch, size["memory"], min(repeat, 3)))
     if "cli" in names:

@@ -8,6 +8,7 @@ from pathlib import Path
 from sqlalchemy import event
 
 from benchmarks import workflows
+from benchmarks.cli_runs import EXECUTIONER, wall
 from benchmarks.harness import CaseResult, fresh_context
 from orchestrator.coordinator import Coordinator
 from orchestrator.db.recorder import AttemptRecorder, AttemptStart
@@ -20,22 +21,28 @@ from orchestrator.state import RunState
 from workers.statuses import JobStatus
 
 
-def plan_fresh(scratch: Path, n: int, repeat: int) -> CaseResult:
-    """``run --dry-run`` of a random DAG: parse, validate every rule, hash, build the graph, plan."""
+def plan_fresh(scratch: Path, n: int, repeat: int) -> list[CaseResult]:
+    """``run --dry-run`` of a random DAG: parse, validate every rule, hash, build the graph, plan;
+    in process, and from a shell (interpreter start and printing the plan included)."""
     path = workflows.write(scratch / "big.json", workflows.random_dag(n))
-    ours = []
+    ours, cli = [], []
     with fresh_context() as ctx:
         for _ in range(repeat):
             start = time.perf_counter()
             result = start_run(ctx, RunRequest(str(path), dry_run=True))
             ours.append(time.perf_counter() - start)
             assert result.valid and len(result.plan.will_run) == n
-    return CaseResult(
-        "plan-fresh", f"s, load+validate+plan {n} jobs", ours, [], "", "<= 1 s", lambda o, b: o <= 1.0
-    )
+            cli.append(wall([EXECUTIONER, "run", str(path), "--dry-run"], _same_history(ctx)))
+    return [
+        CaseResult(name, metric, values, [], "", "<= 1 s", lambda o, b: o <= 1.0)
+        for name, metric, values in (
+            ("plan-fresh", f"s, load+validate+plan {n} jobs", ours),
+            ("plan-fresh-cli", f"s, executioner run --dry-run, {n} jobs", cli),
+        )
+    ]
 
 
-def plan_resume(scratch: Path, n: int, attempts: int, repeat: int) -> CaseResult:
+def plan_resume(scratch: Path, n: int, attempts: int, repeat: int) -> list[CaseResult]:
     """A run with ``attempts`` attempts of ``n`` jobs in its history, then ``resume --dry-run``."""
     path = workflows.write(scratch / "big.json", workflows.random_dag(n))
     workflow = load_workflow(path)
@@ -74,6 +81,7 @@ def plan_resume(scratch: Path, n: int, attempts: int, repeat: int) -> CaseResult
                 run_id = coordinator.run().run_id
         counted: list[str] = []
         event.listen(ctx.engine, "before_cursor_execute", lambda *a: counted.append(a[2]))
+        cli: list[float] = []
         for _ in range(repeat):
             counted.clear()
             start_time = time.perf_counter()
@@ -81,20 +89,25 @@ def plan_resume(scratch: Path, n: int, attempts: int, repeat: int) -> CaseResult
             ours.append(time.perf_counter() - start_time)
             assert result.valid and result.plan.will_run
             statements.append(len([s for s in counted if s.lstrip().upper().startswith("SELECT")]))
-    case = CaseResult(
-        "plan-resume",
-        f"s, resume plan, {attempts} attempts x {n} jobs",
-        ours,
-        [],
-        "",
-        "<= 1 s",
-        lambda o, b: o <= 1.0,
+            argv = [EXECUTIONER, "resume", str(run_id), "--dry-run"]
+            cli.append(wall(argv, _same_history(ctx)))
+    case, from_shell = (
+        CaseResult(name, metric, values, [], "", "<= 1 s", lambda o, b: o <= 1.0)
+        for name, metric, values in (
+            ("plan-resume", f"s, resume plan, {attempts} attempts x {n} jobs", ours),
+            ("plan-resume-cli", f"s, executioner resume --dry-run, {attempts} attempts x {n} jobs", cli),
+        )
     )
     case.note = (
         f"{statements[-1]} SELECT statements (one per table: runs, attempts, attempt_snapshots, "
         "job_runs, audit_events)"
     )
-    return case
+    return [case, from_shell]
+
+
+def _same_history(ctx) -> dict[str, str]:
+    """The environment that points a command at ``ctx``'s home and database."""
+    return {"EXECUTIONER_HOME": str(ctx.settings.home), "EXECUTIONER_DATABASE_URL": ctx.settings.database_url}
 
 
 def _state(ctx, run_id: int) -> RunState:
