@@ -12,6 +12,8 @@ from orchestrator.errors import UserError
 from orchestrator.settings import Settings
 
 if TYPE_CHECKING:  # built on demand: a read-only command needs neither
+    import subprocess
+
     from redis import Redis
 
     from orchestrator.executors.base import Executor
@@ -20,8 +22,15 @@ if TYPE_CHECKING:  # built on demand: a read-only command needs neither
 
 
 class Context:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, pool: subprocess.Popen | None = None) -> None:
         self.settings = settings
+        # A local job pool the command started ahead (workers.pool_start): the attempt that opens
+        # first takes it; closing the context stops it if none did.
+        self._pool = pool
+
+    def take_started_pool(self) -> subprocess.Popen | None:
+        pool, self._pool = self._pool, None
+        return pool
 
     @cached_property
     def engine(self) -> Engine:
@@ -114,6 +123,10 @@ class Context:
         return connect(self.settings.broker_url)
 
     def close(self) -> None:
+        if self._pool is not None:
+            from workers.pool_start import discard
+
+            discard(self.take_started_pool())
         for name in ("locks", "sql_locks"):
             if name in self.__dict__:
                 self.__dict__[name].close()

@@ -1,15 +1,17 @@
 """The local executor's pool: one process per attempt that runs its jobs and outlives its coordinator.
 
-The coordinator starts it (``python -m workers.pool``) and talks to it over two pipes, one JSON line
-per message (``workers.wire``). It runs each job with ``workers.runner.run_job`` in a thread of its
-own, started as jobs arrive, and writes every event to the attempt's journal (``workers.journal``)
-*before* sending it on: if the coordinator dies (SIGKILL, a long pause, a database outage it gave
+The coordinator starts it (``python -m workers.pool --await-open``, possibly before the attempt
+exists: ``workers.pool_start``) and talks to it over two pipes, one JSON line per message
+(``workers.wire``). It runs each job with ``workers.runner.run_job`` in a thread of its own, started
+as jobs arrive, and writes every event to the attempt's journal (``workers.journal``) *before*
+sending it on: if the coordinator dies (SIGKILL, a long pause, a database outage it gave
 up on), jobs already running finish, their results stay on disk, and the next ``resume`` records
 their real exit codes instead of re-running them. Jobs it was sent but had not started are dropped
 (the resume runs them).
 
-Coordinator -> pool: ``{"v": 1, "op": "run", "task": {...}, "segment": S}`` (S: its journal segment),
-``{"op": "cancel"}``, ``{"op": "close"}``.
+Coordinator -> pool: first ``{"v": 1, "op": "open", "args": [journal, run, attempt, epoch, threads,
+log store, home]}``, then ``{"v": 1, "op": "run", "task": {...}, "segment": S}`` (S: its journal
+segment), ``{"op": "cancel"}``, ``{"op": "close"}``.
 Pool -> coordinator: ``ready``, then one event per line, ``[v, kind, attempt, job, first try, epoch,
 body]``, the same events Celery workers put on a run's stream.
 
@@ -35,6 +37,7 @@ from typing import BinaryIO
 from workers.collector import tune_collector
 from workers.journal import DROPPED, MAX_SEGMENT, TAKEN, Journal, JournalWriter
 from workers.logstore import LogStore, log_store
+from workers.pool_start import AWAIT_OPEN
 from workers.reaper import Reaper
 from workers.runner import CancelToken, RunnerHooks, run_job
 from workers.spec import JobResult, JobTask, TryRecord
@@ -215,6 +218,11 @@ class Pool:
 
 def main(argv: list[str] | None = None) -> int:
     args = argv or sys.argv[1:]
+    if args[:1] == [AWAIT_OPEN]:  # started before its attempt existed (workers.pool_start)
+        opened = _open_message(sys.stdin.buffer)
+        if opened is None:
+            return 0  # never opened: the command that started it did not need it after all
+        args = opened
     root, run_id, attempt_id, epoch, max_workers = args[:5]
     # The coordinator's log store (EXECUTIONER_LOG_STORE and home, resolved there: see LocalExecutor).
     store = log_store(args[5] or None, Path(args[6])) if len(args) >= 7 else None
@@ -236,6 +244,22 @@ def main(argv: list[str] | None = None) -> int:
     out.flush()
     pool.serve(sys.stdin.buffer)
     return 0
+
+
+def _open_message(source: BinaryIO) -> list[str] | None:
+    """The arguments the first message gives, ``{"v": 1, "op": "open", "args": [...]}`` (unknown
+    fields ignored); None if the input ends first."""
+    line = source.readline()
+    if not line:
+        return None
+    try:
+        message = json.loads(line)
+        args = message["args"] if message.get("op") == "open" else None
+    except (ValueError, AttributeError, KeyError, TypeError):
+        args = None
+    if not isinstance(args, list) or not all(isinstance(a, str | int) for a in args) or len(args) < 5:
+        raise WireError(f"the pool's first message is not an open: {line[:80]!r}")
+    return [str(a) for a in args]
 
 
 if __name__ == "__main__":

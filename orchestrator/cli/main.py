@@ -74,10 +74,11 @@ def _settings(ctx: click.Context):
 
 
 @contextmanager
-def _context(ctx: click.Context, *, reads_only: bool = False):
+def _context(ctx: click.Context, *, reads_only: bool = False, pool=None):
     """The command's context. ``reads_only``: the command reads the history and prints it (no
     coordinator, no server loop), with the cyclic collector paused (``workers.collector.paused``).
-    What lives until the command ends is frozen out of the collector (``workers.collector.settle``)."""
+    What lives until the command ends is frozen out of the collector (``workers.collector.settle``).
+    ``pool``: a local job pool started ahead (``_pool_ahead``), the context's to hand over or stop."""
     import logging
 
     from orchestrator.context import Context
@@ -87,13 +88,24 @@ def _context(ctx: click.Context, *, reads_only: bool = False):
     # pottery logs a full traceback for every Redis error it retries; we say what matters in one line.
     logging.getLogger("pottery").setLevel(logging.CRITICAL)
     with paused() if reads_only else nullcontext():
-        c = Context(_settings(ctx))
+        c = Context(_settings(ctx), pool)
         settle()  # the command's imports and its context
         try:
             yield c
         finally:
             c.close()
             settle()  # all that is still alive ends with the process
+
+
+def _pool_ahead(ctx: click.Context, executor: str | None, dry_run: bool):
+    """A run on the local executor: its job pool started before this command imports and plans, so
+    the pool's interpreter starts on another core meanwhile (``workers.pool_start``)."""
+    settings = _settings(ctx)
+    if dry_run or (executor or settings.default_executor) != "local":
+        return None
+    from workers.pool_start import start_pool
+
+    return start_pool(str(settings.home))
 
 
 def _json_option(f):
@@ -220,6 +232,7 @@ def run(
     as_json,
 ):
     """Start a new run of WORKFLOW (attempt 1)."""
+    pool = _pool_ahead(ctx, executor, dry_run)  # first: it starts while the rest is imported
     from orchestrator.launch import RunRequest, slot_from_json, start_run
 
     request = RunRequest(
@@ -234,7 +247,7 @@ def run(
         slot=slot_from_json(slot_json) if slot_json else None,
     )
     request.params = _given_params(param_items, params_file)
-    with _context(ctx, reads_only=dry_run) as c:
+    with _context(ctx, reads_only=dry_run, pool=pool) as c:
         result = start_run(c, request, _reporter(as_json or dry_run), _cancel_on_signals)
         _finish_attempt(result, as_json)  # a dry run's plan printed with the collector still paused
 
@@ -279,6 +292,7 @@ def resume(
     as_json,
 ) -> None:
     """Resume RUN_ID as its next attempt: re-run what is not effectively SUCCESS."""
+    pool = _pool_ahead(ctx, executor, dry_run)  # first: it starts while the rest is imported
     from orchestrator.launch import ResumeRequest, resume_run
 
     request = ResumeRequest(
@@ -296,7 +310,7 @@ def resume(
         params=dict.fromkeys(param_items, ""),
         user=as_user,
     )
-    with _context(ctx, reads_only=dry_run) as c:
+    with _context(ctx, reads_only=dry_run, pool=pool) as c:
         result = resume_run(
             c, request, _reporter(as_json or dry_run), _cancel_on_signals, warn=render.warning
         )

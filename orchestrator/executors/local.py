@@ -13,14 +13,15 @@ import contextlib
 import json
 import logging
 import subprocess
-import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from orchestrator.errors import ServiceUnavailableError
 from orchestrator.executors.base import Executor, ExecutorFailed, Sink, to_event
 from workers.journal import SEGMENT_DISPATCHES, Journal
 from workers.pool import READY
+from workers.pool_start import start_pool
 from workers.spec import JobTask
 from workers.wire import WIRE_VERSION, WireError, decode_event
 
@@ -34,11 +35,19 @@ class LocalExecutor(Executor):
     name = "local"
 
     def __init__(
-        self, max_workers: int, journal: Journal, log_store: str | None = None, home: str = ""
+        self,
+        max_workers: int,
+        journal: Journal,
+        log_store: str | None = None,
+        home: str = "",
+        started: Callable[[], subprocess.Popen | None] | None = None,
     ) -> None:
         self.max_workers = max_workers
         self.journal = journal
         self.log_store, self.home = log_store, home  # passed to the pool (workers.logstore)
+        # A pool the command started ahead (workers.pool_start), taken when the attempt opens: an
+        # executor made only to recover an older attempt leaves it to the run's own.
+        self._started = started
         self.scope = journal.root.name  # the installation's: journals live in <home>/journal/<scope>
         self._proc: subprocess.Popen | None = None
         self._reader: threading.Thread | None = None
@@ -68,17 +77,11 @@ class LocalExecutor(Executor):
         self.journal.publish_epoch(run_id, epoch)
         args = [str(self.journal.root), str(run_id), str(attempt_id), str(epoch), str(self.max_workers)]
         args += [self.log_store or "", self.home]
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.pool", *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,  # it logs to its journal folder: it may outlive our stderr
-            start_new_session=True,  # Ctrl-C reaches us, not it: we cancel through the pipe
-            close_fds=True,
-        )
-        ready = _read_line(self._proc.stdout, START_SECONDS)
-        if not ready.startswith(READY):
-            self._proc.kill()
+        ahead = self._started() if self._started is not None else None
+        self._proc, ready = _opened(ahead, args) if ahead is not None else (None, b"")
+        if self._proc is None:  # none was started ahead, or it died meanwhile: one started now
+            self._proc, ready = _opened(start_pool(self.home), args)
+        if self._proc is None:
             raise ServiceUnavailableError(f"the local job pool did not start (it said {ready[:80]!r})")
         self._reader = threading.Thread(target=self._read, args=(sink,), name=f"pool-{run_id}", daemon=True)
         self._reader.start()
@@ -165,6 +168,25 @@ class LocalExecutor(Executor):
             if not self._segment_of:
                 self.journal.remove_attempt(self.run_id, self.attempt_id)  # all recorded
         self._proc = None
+
+
+def _opened(proc: subprocess.Popen, args: list[str]) -> tuple[subprocess.Popen | None, bytes]:
+    """Tell a pool its attempt (``workers.pool_start``): the pool and its answer, or None and what it
+    said (b"": nothing) once a pool that did not answer ready is stopped."""
+    try:
+        proc.stdin.write(json.dumps({"v": WIRE_VERSION, "op": "open", "args": args}).encode() + b"\n")
+        proc.stdin.flush()
+        ready = _read_line(proc.stdout, START_SECONDS)
+    except (ValueError, OSError):  # its pipe is closed: it is gone
+        ready = b""
+    if ready.startswith(READY):
+        return proc, ready
+    proc.kill()
+    proc.wait()
+    for pipe in (proc.stdin, proc.stdout):
+        with contextlib.suppress(OSError):
+            pipe.close()
+    return None, ready
 
 
 def _read_line(stream, seconds: float) -> bytes:

@@ -70,7 +70,13 @@ class LocalKind(ExecutorKind):
         from orchestrator.executors.local import LocalExecutor
 
         worker = ctx.settings.worker
-        return LocalExecutor(parallel, journal=ctx.journal, log_store=worker.log_store, home=str(worker.home))
+        return LocalExecutor(
+            parallel,
+            journal=ctx.journal,
+            log_store=worker.log_store,
+            home=str(worker.home),
+            started=ctx.take_started_pool,
+        )
 
     def default_parallelism(self) -> int | None:
         return os.cpu_count() or 2
