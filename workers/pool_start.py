@@ -3,7 +3,7 @@
 A pool starts as ``python -m workers.pool --await-open HOME`` and waits for its first message,
 ``{"v": 1, "op": "open", "args": [...]}``, which names its run, attempt and journal (known only once
 the attempt exists). So a command can start it first and import and plan meanwhile: the pool's own
-interpreter and imports (≈ 0.12 s, a fifth of a one-job ``executioner run``) run on another core
+interpreter and imports (≈ 0.12 s, a sixth of a one-job ``executioner run``) run on another core
 instead of in series. A pool never told to open exits at the end of its input, having written
 nothing. This module is light on purpose (``subprocess`` only): the command imports it before
 everything else.
