@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks import workflows
-from benchmarks.cli_runs import EXECUTIONER, cli_run_wall, wall
+from benchmarks.cli_runs import EXECUTIONER, cli_run_wall, history_env, wall, xargs
 from benchmarks.harness import CaseResult, fresh_context, run_timed, timed
 from orchestrator.launch import RunRequest
 
@@ -18,13 +18,7 @@ def local_wide(scratch: Path, n: int, repeat: int) -> list[CaseResult]:
     commands = "true\n" * n
     ours, cli, base = [], [], []
     for _ in range(repeat):
-        base.append(
-            timed(
-                lambda: subprocess.run(
-                    ["xargs", "-P2", "-I{}", "/bin/sh", "-c", "{}"], input=commands, text=True, check=True
-                )
-            )
-        )
+        base.append(timed(lambda: xargs(commands, 2)))
         with fresh_context() as ctx:
             ours.append(run_timed(ctx, RunRequest(str(path), executor="local", max_parallel=2)))
         cli.append(cli_run_wall(path, None, "--max-parallel", "2"))  # as a user runs it: end to end
@@ -56,7 +50,7 @@ def cli_reads(scratch: Path, repeat: int) -> list[CaseResult]:
     path = workflows.write(scratch / "small.json", workflows.chain(3))
     base, status, listing = [], [], []
     with tempfile.TemporaryDirectory() as home:
-        env = {"EXECUTIONER_HOME": home}
+        env = history_env(home)
         wall([EXECUTIONER, "run", str(path)], env)
         # Half a second each and noisy: more rounds than the long cases, interleaved.
         for _ in range(1 if repeat == 1 else max(11, repeat)):
@@ -94,15 +88,7 @@ def local_chain(scratch: Path, n: int, repeat: int) -> list[CaseResult]:
         # From a shell: `executioner run` net of a 1-job run (its start-up is local-wide-cli's and
         # cli-status's), per hop; against what a shell user would write, the commands one by one.
         cli.append(max(cli_run_wall(path) - cli_run_wall(one), 1e-6) / (n - 1) * 1000)
-        shell.append(
-            timed(
-                lambda: subprocess.run(
-                    ["xargs", "-P1", "-I{}", "/bin/sh", "-c", "{}"], input=commands, text=True, check=True
-                )
-            )
-            / n
-            * 1000
-        )
+        shell.append(timed(lambda: xargs(commands, 1)) / n * 1000)
     results = [
         CaseResult(
             "local-chain",

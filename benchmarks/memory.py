@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks import workflows
+from benchmarks.cli_runs import history_env
 from benchmarks.harness import CaseResult
 
 
@@ -26,7 +27,7 @@ def memory(scratch: Path, n: int, repeat: int) -> CaseResult:
             )
             out = subprocess.run(
                 [sys.executable, "-c", probe, executioner, "run", str(path), "--max-parallel", "2"],
-                env={**os.environ, "EXECUTIONER_HOME": home},
+                env={**os.environ, **history_env(home)},
                 capture_output=True,
                 text=True,
                 check=True,

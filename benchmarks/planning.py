@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import event
 
 from benchmarks import workflows
-from benchmarks.cli_runs import EXECUTIONER, wall
+from benchmarks.cli_runs import EXECUTIONER, history_env, wall
 from benchmarks.harness import CaseResult, fresh_context
 from orchestrator.coordinator import Coordinator
 from orchestrator.db.recorder import AttemptRecorder, AttemptStart
@@ -27,12 +27,13 @@ def plan_fresh(scratch: Path, n: int, repeat: int) -> list[CaseResult]:
     path = workflows.write(scratch / "big.json", workflows.random_dag(n))
     ours, cli = [], []
     with fresh_context() as ctx:
+        shell = history_env(ctx.settings.home, ctx.settings.database_url)
         for _ in range(repeat):
             start = time.perf_counter()
             result = start_run(ctx, RunRequest(str(path), dry_run=True))
             ours.append(time.perf_counter() - start)
             assert result.valid and len(result.plan.will_run) == n
-            cli.append(wall([EXECUTIONER, "run", str(path), "--dry-run"], _same_history(ctx)))
+            cli.append(wall([EXECUTIONER, "run", str(path), "--dry-run"], shell))
     return [
         CaseResult(name, metric, values, [], "", "<= 1 s", lambda o, b: o <= 1.0)
         for name, metric, values in (
@@ -82,6 +83,7 @@ def plan_resume(scratch: Path, n: int, attempts: int, repeat: int) -> list[CaseR
         counted: list[str] = []
         event.listen(ctx.engine, "before_cursor_execute", lambda *a: counted.append(a[2]))
         cli: list[float] = []
+        shell = history_env(ctx.settings.home, ctx.settings.database_url)
         for _ in range(repeat):
             counted.clear()
             start_time = time.perf_counter()
@@ -89,8 +91,7 @@ def plan_resume(scratch: Path, n: int, attempts: int, repeat: int) -> list[CaseR
             ours.append(time.perf_counter() - start_time)
             assert result.valid and result.plan.will_run
             statements.append(len([s for s in counted if s.lstrip().upper().startswith("SELECT")]))
-            argv = [EXECUTIONER, "resume", str(run_id), "--dry-run"]
-            cli.append(wall(argv, _same_history(ctx)))
+            cli.append(wall([EXECUTIONER, "resume", str(run_id), "--dry-run"], shell))
     case, from_shell = (
         CaseResult(name, metric, values, [], "", "<= 1 s", lambda o, b: o <= 1.0)
         for name, metric, values in (
@@ -103,11 +104,6 @@ def plan_resume(scratch: Path, n: int, attempts: int, repeat: int) -> list[CaseR
         "job_runs, audit_events)"
     )
     return [case, from_shell]
-
-
-def _same_history(ctx) -> dict[str, str]:
-    """The environment that points a command at ``ctx``'s home and database."""
-    return {"EXECUTIONER_HOME": str(ctx.settings.home), "EXECUTIONER_DATABASE_URL": ctx.settings.database_url}
 
 
 def _state(ctx, run_id: int) -> RunState:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from benchmarks import workflows
-from benchmarks.cli_runs import EXECUTIONER
+from benchmarks.cli_runs import EXECUTIONER, history_env, xargs
 from benchmarks.servers import Stack, free_port
 
 
@@ -42,7 +42,7 @@ def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
 def celery(scratch: Path, n: int = 20_000) -> None:
     path = workflows.write(scratch / "c20k.json", workflows.wide(n))
     with Stack(scratch, concurrency=4) as stack, tempfile.TemporaryDirectory() as home:
-        env = {"EXECUTIONER_BROKER_URL": stack.broker, "EXECUTIONER_HOME": home}
+        env = {"EXECUTIONER_BROKER_URL": stack.broker, **history_env(home)}
         seconds, rss = _timed([EXECUTIONER, "run", str(path)], env)
     print(
         f"celery: {n} jobs, 1 worker x4: {seconds:.1f} s, {n / seconds:.0f} jobs/s, "
@@ -98,7 +98,7 @@ class Postgres:
 def postgres(scratch: Path, runs: int = 50, jobs: int = 20) -> None:
     path = workflows.write(scratch / "pg20.json", workflows.random_dag(jobs))
     with Postgres() as url, tempfile.TemporaryDirectory() as home:
-        env = {**os.environ, "EXECUTIONER_DATABASE_URL": url, "EXECUTIONER_HOME": home}
+        env = {**os.environ, **history_env(home, url)}
         subprocess.run([EXECUTIONER, "db", "upgrade"], env=env, check=True, capture_output=True)
         start = time.perf_counter()
         procs = [
@@ -122,14 +122,11 @@ def postgres(scratch: Path, runs: int = 50, jobs: int = 20) -> None:
 
 def dag(scratch: Path, n: int = 100_000) -> None:
     path = workflows.write(scratch / "dag.json", workflows.random_dag(n))
-    commands = scratch / "commands.txt"
-    commands.write_text("true\n" * n)
     start = time.perf_counter()
-    with open(commands) as stdin:
-        subprocess.run(["xargs", "-P2", "-I{}", "/bin/sh", "-c", "{}"], stdin=stdin, check=True)
+    xargs("true\n" * n, 2)
     base = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as home:
-        env = {"EXECUTIONER_HOME": home}
+        env = history_env(home)
         seconds, rss = _timed([EXECUTIONER, "run", str(path), "--max-parallel", "2"], env)
         print(
             f"dag: {n} jobs: run {seconds:.1f} s ({seconds / base:.2f}x xargs -P2 {base:.1f} s), "

@@ -18,6 +18,7 @@ from pathlib import Path
 from sqlalchemy import insert, select
 
 from benchmarks import workflows
+from benchmarks.cli_runs import history_env
 from benchmarks.harness import CaseResult, fresh_context
 from orchestrator.coordinator import Coordinator
 from orchestrator.db.recorder import AttemptRecorder, AttemptStart
@@ -132,11 +133,7 @@ def web_pages(scratch: Path, n_runs: int, n_jobs: int, repeat: int) -> list[Case
         big_run = _record_run(ctx, big, fail_every=50)  # a failed job in fifty: red nodes, tails shown
         auth = WebAuth.configure("bench:bench-password", None, False, "127.0.0.1", None)
         clock = ServerClock(create_app(WebSettings(ctx.settings, auth)))
-        env = {
-            **os.environ,
-            "EXECUTIONER_HOME": str(ctx.settings.home),
-            "EXECUTIONER_DATABASE_URL": ctx.settings.database_url,
-        }
+        env = {**os.environ, **history_env(ctx.settings.home, ctx.settings.database_url)}
         creds = ("bench", "bench-password")
         with TestClient(clock) as client:
             _, runs_page = _timed_get(client, clock, "/", creds, repeat)
