@@ -208,6 +208,39 @@ def test_history_batches_are_flushed_at_the_end(ctx):
     assert status == AttemptStatus.FAILED
 
 
+def test_changes_whose_commit_failed_are_written_by_the_next_flush(ctx):
+    """The database gone at the moment of commit (PostgreSQL paused, SQLite busy): the batch was
+    rolled back, so the recorder must still hold it. It forgot it before the commit, so a job that
+    had ended stayed PENDING in the history of a run that ended SUCCESS."""
+    from sqlalchemy.exc import OperationalError
+
+    from workers.statuses import JobStatus as Status
+
+    wf = workflow({"a": []})
+    start = AttemptStart(wf, plan(wf, RunState(), PlanRequest()), LockOwner("test"), "stub")
+    recorder = AttemptRecorder(ctx.engine)
+    with RunHandle(ctx.locks, LockOwner("test")) as handle:
+        recorder.begin(start, handle, ctx.locks.kind, ctx.locks.servers)
+        recorder.job_update("a", status=Status.SUCCESS, exit_code=0)
+        failures = [OperationalError("COMMIT", {}, Exception("server gone"))]
+
+        def commit(conn):
+            if failures:
+                raise failures.pop()
+
+        event.listen(ctx.engine, "commit", commit)
+        try:
+            with pytest.raises(OperationalError):
+                recorder.flush()
+            assert recorder.pending  # kept for the next flush
+            recorder.flush()
+        finally:
+            event.remove(ctx.engine, "commit", commit)
+    with read_tx(ctx.engine) as conn:
+        rows = job_history(conn, recorder.run_id)
+    assert [(r["job_id"], r["status"], r["exit_code"]) for r in rows] == [("a", "SUCCESS", 0)]
+
+
 def test_a_long_dispatch_gives_way_to_renewing_the_lock(ctx, monkeypatch):
     """20,000 ready jobs take a broker tens of seconds to accept: longer than the run's lock lives.
     The loop must renew between slices of the dispatch, not after it (a Redlock that expired

@@ -305,13 +305,20 @@ class AttemptRecorder:
         return max(0.0, self._since + self.flush_interval - self.clock())
 
     def flush(self, conn: Connection | None = None) -> None:
+        """Write the buffered changes. Forgotten only once their transaction committed: a commit
+        that fails (the database gone mid-flush) leaves every one for the next flush, which writes
+        them again (idempotent). With ``conn``, the caller's transaction: it calls ``_written``."""
         if not self.pending:
             return
         if conn is None:
             with write_tx(self.engine) as own:
                 self._flush(own)
+            self._written()
         else:
             self._flush(conn)
+
+    def _written(self) -> None:
+        self._rows, self._tries, self._events, self._since = {}, [], [], None
 
     def _flush(self, conn: Connection) -> None:
         assert self.handle is not None
@@ -328,7 +335,6 @@ class AttemptRecorder:
         insert_many_ignoring_duplicates(conn, job_tries, self._tries)
         if self._events:
             insert_many_ignoring_duplicates(conn, notifications, self._events)
-        self._rows, self._tries, self._events, self._since = {}, [], [], None
 
     def finish(self, *, cancelled: bool, failed_reason: str | None = None) -> tuple[AttemptStatus, Totals]:
         """Flush what is left and close the attempt with the outcome its rows say (and its
@@ -337,7 +343,7 @@ class AttemptRecorder:
         with write_tx(self.engine) as conn:
             check_epoch(conn, self.run_id, self.handle.epoch)
             self.flush(conn)
-            return close_attempt(
+            closed = close_attempt(
                 conn,
                 self.run_id,
                 self.attempt_id,
@@ -345,3 +351,5 @@ class AttemptRecorder:
                 notify=self.notify_rules,
                 failed_reason=failed_reason,
             )
+        self._written()
+        return closed
